@@ -1,0 +1,67 @@
+# The course's two commands:  `make course`  and  `make test`.
+# Both create .venv on first use (`make setup` does that alone).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Extra pip arguments for the CPU build of torch. On this course's CI machines
+# `torch==2.13.0` resolves to a CPU wheel on local disk. Elsewhere on Linux, PyPI's
+# default torch wheel is a CUDA build of several GB; to get the small CPU build use
+#   make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?=
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+STAMP   := $(VENV)/.medreason-installed
+
+.PHONY: setup course test test-slow lint format bench clean help
+
+help:
+	@echo "make course    run every notebook in order under the profile that fits this machine"
+	@echo "make test      unit tests + every notebook under pytest --nbmake (tiny profile)"
+	@echo "make setup     create .venv and install the pinned stack (CPU or GPU)"
+	@echo "make lint      ruff check + format check;  make format  rewrites"
+	@echo "make test-slow the expensive tests kept out of the default run"
+	@echo "make bench     the speed/memory scripts in benchmarks/"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+ifeq ($(HAS_GPU),1)
+	@echo ">> NVIDIA GPU found: installing the GPU stack (unsloth, vllm, bitsandbytes)"
+	$(PIP) install -q -r requirements-gpu.txt -r requirements.txt
+else
+	@echo ">> no NVIDIA GPU: installing the CPU stack (torch $(TORCH_VERSION) CPU build)"
+	$(PIP) install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PIP) install -q -r requirements.txt
+endif
+	$(PIP) install -q --no-deps -e .
+	@touch $(STAMP)
+
+course: $(STAMP)
+	$(PY) -m medreason_lib.course
+
+# Tests always run on the tiny profile, whatever the machine: they are the CPU checks.
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests --nbmake notebooks
+
+test-slow: $(STAMP)
+	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	@for f in benchmarks/*.py; do echo "== $$f"; MEDREASON_PROFILE=tiny $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,260 @@
+"""Named run profiles: one dataclass of settings per machine size, kept as data.
+
+A profile says *what* to run (which model, how long the sequences are, how many steps);
+the library reads it and decides *how*. Notebooks call ``get_profile()`` once and pass the
+profile to every helper, so they never branch on the hardware themselves.
+
+- ``tiny``: CPU and CI. A random-init model built locally (``medreason_lib.tiny``) and the
+  bundled samples in ``data/``; nothing is downloaded (HF_HUB_OFFLINE=1).
+- ``3b``: Qwen2.5-3B-Instruct in 4-bit with LoRA, the MedQwen3B-Reasoner recipe; fits a free
+  Colab T4 (15 GB).
+- ``8b``: Qwen3-8B in 4-bit, thinking mode off so it follows the course template.
+- ``20b``: gpt-oss-20b in 4-bit (a mixture-of-experts model), harmony output format.
+
+``tiny-qwen3`` and ``tiny-gptoss`` are the CPU stand-ins of ``8b`` and ``20b``: the same tiny
+model, with a chat template of the bigger model's shape, so notebooks 06 and 07 exercise the
+Qwen3 think block and the harmony channels on a CPU.
+
+The GPU figures (``min_gpu_gb``) are Unsloth's published minimums for 4-bit LoRA plus the
+generation headroom GRPO needs (see ``shared/field-notes.md``); they are estimates until the
+memory planner replaces them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+ENV_VAR = "MEDREASON_PROFILE"
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that differs between a CPU smoke run and a real GPU run."""
+
+    name: str
+    model_id: str  # hub id, or "tiny:<family>" for the locally built model
+    family: str  # chat format: "qwen2" | "qwen3" | "gpt-oss"
+    description: str
+    # model loading
+    load_in_4bit: bool
+    max_seq_length: int
+    lora_rank: int
+    lora_alpha: int
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    use_vllm: bool = False  # Unsloth fast_inference (vLLM); gpt-oss RL does not support it
+    gpu_memory_utilization: float = 0.6
+    min_gpu_gb: float = 0.0  # smallest GPU memory the profile is expected to fit
+    # generation (GRPO rollouts and evaluation)
+    max_prompt_length: int = 512  # prompts longer than this are filtered out of the dataset
+    max_completion_length: int = 256
+    num_generations: int = 8
+    temperature: float = 0.9
+    top_p: float = 1.0
+    chat_template_kwargs: dict = field(default_factory=dict)
+    # data
+    data_source: str = "hub"  # "hub" | "bundled" | a local folder of raw files
+    train_size: int = 2000
+    eval_size: int = 200  # items per benchmark in the quick evaluation
+    mix_weights: dict = field(default_factory=lambda: {"pubmedqa": 0.7, "gsm8k": 0.3})
+    # optimisation
+    max_steps: int = 500
+    learning_rate: float = 5e-6
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    beta: float = 0.0
+    save_steps: int = 50
+    logging_steps: int = 1
+    sft_warmup_steps: int = 0  # SFT steps that teach the template before GRPO (tiny only)
+    seed: int = 3407
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.model_id.startswith("tiny:")
+
+    def replace(self, **changes) -> Profile:
+        """A copy with some settings changed (unknown names raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_TINY = Profile(
+    name="tiny",
+    model_id="tiny:qwen2",
+    family="qwen2",
+    description="CPU/CI: random-init Qwen2-shaped model built locally, bundled samples",
+    load_in_4bit=False,
+    max_seq_length=384,
+    lora_rank=8,
+    lora_alpha=16,
+    max_prompt_length=320,
+    max_completion_length=48,
+    num_generations=4,
+    temperature=1.0,
+    data_source="bundled",
+    train_size=64,
+    eval_size=24,
+    max_steps=30,
+    learning_rate=5e-4,
+    per_device_train_batch_size=8,
+    save_steps=10,
+    sft_warmup_steps=40,
+    seed=0,
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        _TINY,
+        _TINY.replace(
+            name="tiny-qwen3",
+            model_id="tiny:qwen3",
+            family="qwen3",
+            description="CPU stand-in for 8b: tiny model with Qwen3's chat template",
+            chat_template_kwargs={"enable_thinking": False},
+        ),
+        _TINY.replace(
+            name="tiny-gptoss",
+            model_id="tiny:gpt-oss",
+            family="gpt-oss",
+            description="CPU stand-in for 20b: tiny model with gpt-oss's harmony template",
+            chat_template_kwargs={"reasoning_effort": "low"},
+        ),
+        Profile(
+            name="3b",
+            model_id="unsloth/Qwen2.5-3B-Instruct",
+            family="qwen2",
+            description="MedQwen3B-Reasoner recipe: Qwen2.5-3B-Instruct, 4-bit LoRA, free T4",
+            load_in_4bit=True,
+            max_seq_length=1024,
+            lora_rank=64,
+            lora_alpha=64,
+            use_vllm=True,
+            gpu_memory_utilization=0.5,
+            min_gpu_gb=14.0,
+            max_prompt_length=512,
+            max_completion_length=512,
+            num_generations=8,
+            train_size=5000,
+            eval_size=200,
+            max_steps=500,
+            learning_rate=5e-6,
+            per_device_train_batch_size=8,
+        ),
+        Profile(
+            name="8b",
+            model_id="unsloth/Qwen3-8B",
+            family="qwen3",
+            description="Qwen3-8B, 4-bit LoRA, thinking off; an L4/A100/H100 (fits 16 GB tightly)",
+            load_in_4bit=True,
+            max_seq_length=2048,
+            lora_rank=32,
+            lora_alpha=64,
+            use_vllm=True,
+            gpu_memory_utilization=0.6,
+            min_gpu_gb=20.0,
+            max_prompt_length=768,
+            max_completion_length=1024,
+            num_generations=8,
+            chat_template_kwargs={"enable_thinking": False},
+            train_size=5000,
+            eval_size=200,
+            max_steps=500,
+            learning_rate=5e-6,
+            per_device_train_batch_size=8,
+        ),
+        Profile(
+            name="20b",
+            model_id="unsloth/gpt-oss-20b",
+            family="gpt-oss",
+            description="gpt-oss-20b (MoE), 4-bit LoRA, harmony format, no vLLM; 16 GB+",
+            load_in_4bit=True,
+            max_seq_length=768,
+            lora_rank=4,
+            lora_alpha=8,
+            use_vllm=False,
+            min_gpu_gb=15.0,
+            max_prompt_length=256,
+            max_completion_length=512,
+            num_generations=4,
+            temperature=1.0,
+            chat_template_kwargs={"reasoning_effort": "low"},
+            train_size=2000,
+            eval_size=100,
+            max_steps=300,
+            learning_rate=5e-5,
+            per_device_train_batch_size=4,
+        ),
+    )
+}
+
+# The profile each family scales to on a GPU, and its CPU stand-in.
+CPU_STAND_IN = {"3b": "tiny", "8b": "tiny-qwen3", "20b": "tiny-gptoss"}
+
+
+def gpu_memory_gb() -> float | None:
+    """Memory of the first NVIDIA GPU in GB, or None when there is none.
+
+    Asks ``nvidia-smi`` rather than torch so that choosing a profile never initialises CUDA.
+    """
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        return float(out.strip().splitlines()[0]) / 1024
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def profile_for_gpu(gpu_gb: float | None) -> str:
+    """The default profile for a machine: no GPU -> tiny; under 40 GB -> 3b; else 8b.
+
+    ``20b`` is never picked automatically: it is a lesson of its own (notebook 07).
+    """
+    if gpu_gb is None:
+        return "tiny"
+    return "3b" if gpu_gb < 40 else "8b"
+
+
+def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile:
+    """Return the profile to run.
+
+    ``name`` wins; else the MEDREASON_PROFILE environment variable; else the machine decides
+    (``profile_for_gpu``). ``scale`` is for notebooks about one model size ("8b", "20b"): with
+    no explicit name it returns that profile on a GPU and its tiny stand-in on a CPU.
+    """
+    chosen = name or os.environ.get(ENV_VAR) or None
+    if chosen is None:
+        auto = profile_for_gpu(gpu_memory_gb())
+        if scale is not None:
+            if scale not in CPU_STAND_IN:
+                raise ValueError(f"unknown scale {scale!r}; valid: {sorted(CPU_STAND_IN)}")
+            chosen = CPU_STAND_IN[scale] if auto == "tiny" else scale
+        else:
+            chosen = auto
+    elif scale is not None and chosen == "tiny":
+        chosen = CPU_STAND_IN.get(scale, "tiny")
+    if chosen not in PROFILES:
+        where = "name" if name else f"${ENV_VAR}"
+        raise ValueError(
+            f"unknown profile {chosen!r} (from {where}); valid profiles: {', '.join(PROFILES)}"
+        )
+    profile = PROFILES[chosen]
+    if profile.is_tiny:
+        # The tiny profile must never reach a model or dataset hub.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    return profile
