@@ -31,18 +31,39 @@ SYSTEM_PROMPT = (
 REASONING_OPEN, REASONING_CLOSE = "<reasoning>", "</reasoning>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_REASONING_BLOCK = re.compile(r"<reasoning>(.*?)</reasoning>", re.DOTALL)
 _THINK = re.compile(r"^\s*(?:<think>)?(.*?)</think>(.*)$", re.DOTALL)
-# harmony, with its special tokens kept ...
-_HARMONY_ANALYSIS = re.compile(
-    r"<\|channel\|>analysis<\|message\|>(.*?)(?:<\|end\|>|(?=<\|start\|>)|$)", re.DOTALL
-)
-_HARMONY_FINAL = re.compile(
-    r"<\|channel\|>final<\|message\|>(.*?)(?:<\|return\|>|<\|end\|>|$)", re.DOTALL
-)
+# gpt-oss harmony channels, with their special tokens kept ...
+_HARMONY_ANALYSIS = "<|channel|>analysis<|message|>"
+_HARMONY_FINAL = "<|channel|>final<|message|>"
+_HARMONY_ENDS = ("<|end|>", "<|return|>", "<|start|>")
 # ... and with them stripped by skip_special_tokens=True
 _HARMONY_STRIPPED = re.compile(r"^\s*analysis(.*?)assistantfinal(.*)$", re.DOTALL)
+
+
+def _blocks(text: str, open_tag: str, close_tag: str) -> list[str]:
+    """Contents of every ``open_tag ... close_tag`` block, left to right, like a lazy regex.
+
+    Written with ``str.find`` so that it stays linear on adversarial input (50,000 opening
+    tags and no closing one would send ``re.findall("<a>(.*?)</a>")`` quadratic).
+    """
+    found, pos = [], 0
+    while (start := text.find(open_tag, pos)) >= 0:
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:
+            break
+        found.append(text[start + len(open_tag) : end])
+        pos = end + len(close_tag)
+    return found
+
+
+def _harmony_channel(text: str, marker: str) -> str | None:
+    """The message of the first harmony channel ``marker``, up to its end token (or the end)."""
+    start = text.find(marker)
+    if start < 0:
+        return None
+    body = text[start + len(marker) :]
+    cut = min((i for i in (body.find(e) for e in _HARMONY_ENDS) if i >= 0), default=len(body))
+    return body[:cut]
 
 
 def format_completion(reasoning: str, answer: str) -> str:
@@ -105,11 +126,10 @@ def _native_to_template(reasoning: str, reply: str) -> str:
 
 def _to_canonical(text: str) -> tuple[str, str]:
     if "<|channel|>" in text:
-        final = _HARMONY_FINAL.search(text)
-        analysis = _HARMONY_ANALYSIS.search(text)
-        if final or analysis:
-            reasoning = analysis.group(1) if analysis else ""
-            return _native_to_template(reasoning, final.group(1) if final else ""), "harmony"
+        final = _harmony_channel(text, _HARMONY_FINAL)
+        analysis = _harmony_channel(text, _HARMONY_ANALYSIS)
+        if final is not None or analysis is not None:
+            return _native_to_template(analysis or "", final or ""), "harmony"
     m = _HARMONY_STRIPPED.match(text)
     if m:
         return _native_to_template(m.group(1), m.group(2)), "harmony"
@@ -150,10 +170,10 @@ def parse_completion(completion) -> ParsedCompletion:
     """
     text = completion_text(completion)
     canonical, style = _to_canonical(text)
-    blocks = tuple(b.strip() for b in _ANSWER_BLOCK.findall(canonical))
+    blocks = tuple(b.strip() for b in _blocks(canonical, ANSWER_OPEN, ANSWER_CLOSE))
     distinct = set(blocks)
     answer = blocks[0] if len(distinct) == 1 and blocks[0] else None
-    reasoning_blocks = _REASONING_BLOCK.findall(canonical)
+    reasoning_blocks = _blocks(canonical, REASONING_OPEN, REASONING_CLOSE)
     reasoning = reasoning_blocks[0].strip() if reasoning_blocks else None
     last_close = canonical.rfind(ANSWER_CLOSE)
     trailing = canonical[last_close + len(ANSWER_CLOSE) :] if last_close >= 0 else ""

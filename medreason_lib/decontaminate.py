@@ -1,0 +1,175 @@
+"""Remove training rows that overlap an evaluation set, and say which and why.
+
+Two checks, the ones commonly used for benchmark contamination:
+
+- **n-gram**: a train row whose question (+ context) shares any run of ``ngram`` words with an
+  eval row's question (+ context). Words are lower-cased with punctuation removed. A text
+  shorter than ``ngram`` words counts as one n-gram of its own length, so an exact copy of a
+  short question is still caught.
+- **fuzzy**: a train question whose similarity to an eval question (``rapidfuzz`` ``ratio``,
+  0-100, after lower-casing and stripping punctuation) is at least ``fuzzy_threshold``:
+  near-duplicates with a few words changed. Computed with ``rapidfuzz.process.cdist`` on all
+  cores, in blocks, so thousands x thousands of questions take seconds.
+
+``ratio`` is the default rather than ``token_set_ratio``: the latter scores 100 whenever one
+question's words are a subset of the other's, which flags short generic questions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from datasets import Dataset
+from rapidfuzz import fuzz, process, utils
+
+_NON_WORD = re.compile(r"[^\w\s]")
+_BLOCK = 2000  # train rows per cdist call: bounds memory at _BLOCK x len(eval) floats
+
+
+@dataclass(frozen=True)
+class Collision:
+    """One removed train row: the eval row it overlaps and why."""
+
+    train_id: str
+    eval_id: str
+    reason: str  # "ngram" | "fuzzy"
+    score: float  # 100.0 for an n-gram hit, else the fuzzy similarity
+    detail: str = ""  # the shared n-gram, or the eval question
+
+    def __str__(self) -> str:
+        what = f"ngram '{self.detail}'" if self.reason == "ngram" else f"fuzzy {self.score:.1f}"
+        return f"{self.train_id} ~ {self.eval_id}: {what}"
+
+
+@dataclass
+class DecontaminationReport:
+    """What ``decontaminate`` removed. ``str(report)`` is a readable summary."""
+
+    n_train: int
+    n_eval: int
+    ngram: int
+    fuzzy_threshold: float
+    removed: list[Collision] = field(default_factory=list)
+
+    @property
+    def n_removed(self) -> int:
+        return len(self.removed)
+
+    @property
+    def n_kept(self) -> int:
+        return self.n_train - self.n_removed
+
+    @property
+    def removed_ids(self) -> list[str]:
+        return [c.train_id for c in self.removed]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Removed rows per reason, e.g. ``{"ngram": 3, "fuzzy": 1}``."""
+        found = Counter(c.reason for c in self.removed)
+        return {"ngram": found["ngram"], "fuzzy": found["fuzzy"]}
+
+    def summary(self) -> str:
+        c = self.counts
+        return (
+            f"decontaminate: removed {self.n_removed} of {self.n_train} train rows "
+            f"({c['ngram']} ngram, {c['fuzzy']} fuzzy) overlapping {self.n_eval} eval rows "
+            f"({self.ngram}-gram; fuzzy >= {self.fuzzy_threshold:g}); kept {self.n_kept}"
+        )
+
+    def __str__(self, limit: int = 20) -> str:
+        lines = [self.summary(), *(f"  {c}" for c in self.removed[:limit])]
+        if self.n_removed > limit:
+            lines.append(f"  ... and {self.n_removed - limit} more (see report.removed)")
+        return "\n".join(lines)
+
+
+def _words(text: str) -> list[str]:
+    return _NON_WORD.sub(" ", text.lower()).split()
+
+
+def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    if len(words) < n:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def _texts(ds: Dataset) -> list[str]:
+    """Question + context of every row (read by column: much faster than row by row)."""
+    questions = list(ds["question"])
+    contexts = list(ds["context"]) if "context" in ds.column_names else [""] * len(questions)
+    return [f"{q}\n{c or ''}" for q, c in zip(questions, contexts, strict=True)]
+
+
+def _ngram_hits(train: Dataset, eval: Dataset, n: int) -> dict[int, Collision]:
+    index: dict[tuple[str, ...], int] = {}
+    for j, text in enumerate(_texts(eval)):
+        for gram in _grams(_words(text), n):
+            index.setdefault(gram, j)
+    train_ids, eval_ids = list(train["id"]), list(eval["id"])
+    hits = {}
+    for i, text in enumerate(_texts(train)):
+        for gram in _grams(_words(text), n):
+            j = index.get(gram)
+            if j is not None:
+                hits[i] = Collision(train_ids[i], eval_ids[j], "ngram", 100.0, " ".join(gram))
+                break
+    return hits
+
+
+def _fuzzy_hits(
+    train: Dataset, eval: Dataset, threshold: float, scorer: Callable, skip: set[int]
+) -> dict[int, Collision]:
+    train_q, eval_q = list(train["question"]), list(eval["question"])
+    train_ids, eval_ids = list(train["id"]), list(eval["id"])
+    hits = {}
+    for start in range(0, len(train_q), _BLOCK):
+        block = train_q[start : start + _BLOCK]
+        scores = process.cdist(
+            block,
+            eval_q,
+            scorer=scorer,
+            processor=utils.default_process,
+            score_cutoff=threshold,
+            dtype=np.float32,
+            workers=-1,
+        )
+        best = scores.argmax(axis=1)
+        for offset, j in enumerate(best):
+            i, score = start + offset, float(scores[offset, j])
+            if score >= threshold and i not in skip:
+                hits[i] = Collision(train_ids[i], eval_ids[j], "fuzzy", score, eval_q[j])
+    return hits
+
+
+def decontaminate(
+    train: Dataset,
+    eval: Dataset,
+    ngram: int = 13,
+    fuzzy_threshold: float = 90.0,
+    *,
+    scorer: Callable = fuzz.ratio,
+    verbose: bool = True,
+) -> tuple[Dataset, DecontaminationReport]:
+    """Drop the rows of ``train`` that overlap ``eval``; return the rest and a report.
+
+    Both datasets need ``id`` and ``question`` columns (``context`` is used when present).
+    A row caught by both checks is reported once, as "ngram". Row order is kept. Prints the
+    report (first 20 collisions) unless ``verbose=False``.
+    """
+    if ngram < 1:
+        raise ValueError(f"ngram must be >= 1, got {ngram}")
+    report = DecontaminationReport(len(train), len(eval), ngram, fuzzy_threshold)
+    if len(train) and len(eval):
+        hits = _ngram_hits(train, eval, ngram)
+        hits.update(_fuzzy_hits(train, eval, fuzzy_threshold, scorer, skip=set(hits)))
+        report.removed = [hits[i] for i in sorted(hits)]
+        keep = [i for i in range(len(train)) if i not in hits]
+        train = train.select(keep) if hits else train
+    if verbose:
+        print(report)
+    return train, report
