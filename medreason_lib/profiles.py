@@ -62,12 +62,22 @@ class Profile:
     train_size: int = 2000
     eval_size: int = 200  # items per benchmark in the quick evaluation
     mix_weights: dict = field(default_factory=lambda: {"pubmedqa": 0.7, "gsm8k": 0.3})
+    # The labelled PubMedQA train split has 500 rows; larger mixes train on pqa_artificial
+    # (211k machine-labelled yes/no questions), as PubMedQA's authors and most GRPO recipes do.
+    train_splits: dict = field(default_factory=lambda: {"pubmedqa": "train_artificial"})
     # optimisation
     max_steps: int = 500
     learning_rate: float = 5e-6
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 1
-    beta: float = 0.0
+    beta: float = 0.0  # KL weight; 0 = no reference model (TRL's default since 0.19)
+    loss_type: str = "dapo"  # token-level normalisation: no bias towards short or long answers
+    scale_rewards: str = "group"  # divide advantages by the group's reward std
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.1  # a float below 1 is a fraction of max_steps (transformers 5)
+    weight_decay: float = 0.1
+    max_grad_norm: float = 0.1
+    optim: str = "adamw_8bit"  # bitsandbytes 8-bit Adam on GPU; plain AdamW on the CPU
     save_steps: int = 50
     logging_steps: int = 1
     sft_warmup_steps: int = 0  # SFT steps that teach the template before GRPO (tiny only)
@@ -99,13 +109,19 @@ _TINY = Profile(
     num_generations=4,
     temperature=1.0,
     data_source="bundled",
-    train_size=64,
-    eval_size=24,
+    train_splits={},
+    train_size=32,
+    eval_size=16,
     max_steps=30,
-    learning_rate=5e-4,
-    per_device_train_batch_size=8,
+    learning_rate=5e-3,
+    lr_scheduler_type="constant",
+    per_device_train_batch_size=32,
+    warmup_steps=0,
+    weight_decay=0.0,
+    max_grad_norm=1.0,
+    optim="adamw_torch",
     save_steps=10,
-    sft_warmup_steps=40,
+    sft_warmup_steps=150,
     seed=0,
 )
 

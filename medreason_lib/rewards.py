@@ -52,7 +52,8 @@ FORMAT_REWARD = 0.5
 CORRECT_REWARD = 2.0
 TRAILING_PENALTY_PER_CHAR = 0.001
 
-_SOFT = re.compile(r"\s*<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
+# The answer block must hold something: an empty one earns no format credit here.
+_SOFT = re.compile(r"\s*<reasoning>.*?</reasoning>\s*<answer>\s*\S.*?</answer>", re.DOTALL)
 
 
 def _canonical(completion) -> str:

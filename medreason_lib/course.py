@@ -1,0 +1,197 @@
+"""The course itself: its map, the one call each notebook starts with, and ``make course``.
+
+- ``COURSE_MAP``: the notebooks as data (what each teaches, which published model's recipe it
+  relates to). Notebook 00 and the README show it.
+- ``start(notebook)``: the first call of every notebook. It picks the profile (never the
+  notebook), seeds everything, and prints what was chosen and why.
+- ``record(name, value)``: a key number of a notebook, kept in ``runs/<profile>/results.json``
+  so the run report can show it.
+- ``python -m medreason_lib.course``: executes every notebook in order under the machine's
+  profile, writes the executed copies and a run report to ``runs/<profile>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+from . import paths
+from .models import prepare_runtime
+from .profiles import ENV_VAR, Profile, get_profile, gpu_memory_gb
+
+NOTEBOOK_DIR = paths.repo_root() / "notebooks"
+NOTEBOOK_ENV = "MEDREASON_NOTEBOOK"
+
+COURSE_MAP: list[dict[str, str]] = [
+    {
+        "notebook": "00_setup_and_tour",
+        "teaches": "environment check, profiles, the course map",
+        "relates_to": "all three reference models (which notebook reproduces which recipe)",
+    },
+    {
+        "notebook": "01_template_and_format_rewards",
+        "teaches": "the reasoning/answer template, parsing, three format rewards, reward hacking",
+        "relates_to": "MedQwen3B-Reasoner's template and format rewards",
+    },
+    {
+        "notebook": "02_medical_data_and_answer_rewards",
+        "teaches": "PubMedQA, MedQA, MedMCQA, MMLU, GSM8K as prompts; the 70/30 mix; "
+        "correctness per answer type; decontamination",
+        "relates_to": "MedQwen3B-Reasoner's 70% PubMedQA / 30% GSM8K mix",
+    },
+]
+
+REFERENCE_MODELS = {
+    "MedQwen3B-Reasoner": "GRPO on Qwen2.5-3B-Instruct, 70% PubMedQA / 30% GSM8K, the "
+    "<reasoning>/<answer> template (profile 3b)",
+    "Qwen3-8B medical reasoners": "SFT on reasoning traces, then GRPO, on Qwen3-8B (profile 8b)",
+    "gpt-oss-20b medical model": "Unsloth 4-bit LoRA fine-tuning of gpt-oss-20b (profile 20b)",
+}
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def _why(profile: Profile, name: str | None) -> str:
+    if name:
+        return "named by the notebook"
+    if os.environ.get(ENV_VAR):
+        return f"${ENV_VAR}={os.environ[ENV_VAR]}"
+    gb = gpu_memory_gb()
+    return "no NVIDIA GPU found" if gb is None else f"GPU with {gb:.0f} GB found"
+
+
+def start(notebook: str, *, scale: str | None = None, profile: str | None = None) -> Profile:
+    """Begin a notebook: choose the profile, seed, and say what was chosen and why.
+
+    ``scale`` is for the notebooks about one model size ("8b", "20b"): on a CPU they get
+    that model's tiny stand-in. On the tiny profile torch uses one thread: on a 2-core
+    machine that is several times faster than two threads competing with the kernel.
+    """
+    os.environ.setdefault(NOTEBOOK_ENV, notebook)
+    chosen = get_profile(profile, scale=scale)
+    prepare_runtime(chosen)  # on a GPU, Unsloth must be imported before trl
+    _seed_everything(chosen.seed)
+    if chosen.is_tiny:
+        import torch
+
+        torch.set_num_threads(1)
+    print(
+        f"[{notebook}] profile {chosen.name!r} ({_why(chosen, profile)}): {chosen.description}\n"
+        f"  model {chosen.model_id}, runs in {paths.runs_dir(chosen.name)}"
+    )
+    return chosen
+
+
+def record(name: str, value, profile: Profile | None = None) -> None:
+    """Keep one key number of the running notebook for the run report."""
+    profile = profile or get_profile()
+    notebook = os.environ.get(NOTEBOOK_ENV, "interactive")
+    path = paths.runs_dir(profile.name) / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.setdefault(notebook, {})[name] = value
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+
+
+def notebooks(selected: list[str] | None = None) -> list[Path]:
+    """The course notebooks in order (``NN_name.ipynb``), optionally only those whose number
+    or name is in ``selected``."""
+    found = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if selected:
+        found = [p for p in found if p.stem[:2] in selected or p.stem in selected]
+        if not found:
+            raise SystemExit(f"no notebook matches {selected} in {NOTEBOOK_DIR}")
+    return found
+
+
+def run_course(selected: list[str] | None = None, timeout: int = 3600) -> int:
+    """Execute the notebooks in order; write executed copies and a report. Returns failures."""
+    import nbformat
+    from nbclient import NotebookClient
+    from tqdm.auto import tqdm
+
+    profile = get_profile()
+    out = paths.runs_dir(profile.name)
+    (out / "notebooks").mkdir(exist_ok=True)
+    results_path = out / "results.json"
+    results_path.unlink(missing_ok=True)
+    rows = []
+    for nb_path in (bar := tqdm(notebooks(selected), desc=f"course ({profile.name})")):
+        bar.set_postfix_str(nb_path.stem)
+        nb = nbformat.read(nb_path, as_version=4)
+        os.environ[NOTEBOOK_ENV] = nb_path.stem
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(nb_path.parent)}},
+        )
+        began, error = time.perf_counter(), None
+        try:
+            client.execute()
+        except Exception as exc:  # the notebook's own error, reported below and in the report
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
+        seconds = time.perf_counter() - began
+        nbformat.write(nb, out / "notebooks" / nb_path.name)
+        rows.append({"notebook": nb_path.stem, "seconds": round(seconds, 1), "error": error})
+        if error:
+            tqdm.write(f"FAILED {nb_path.stem}: {error}")
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    _write_report(out, profile, rows, results)
+    return sum(1 for r in rows if r["error"])
+
+
+def _write_report(out: Path, profile: Profile, rows: list[dict], results: dict) -> None:
+    lines = [
+        f"# Course run: profile `{profile.name}`",
+        "",
+        f"Model `{profile.model_id}`; {time.strftime('%Y-%m-%d %H:%M:%S')}; "
+        f"total {sum(r['seconds'] for r in rows):.0f} s.",
+        "",
+        "| notebook | status | seconds | key numbers |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        numbers = ", ".join(f"{k}={v}" for k, v in sorted(results.get(r["notebook"], {}).items()))
+        status = "ok" if not r["error"] else f"FAILED: {r['error']}"
+        lines.append(f"| {r['notebook']} | {status} | {r['seconds']} | {numbers} |")
+    (out / "course_report.md").write_text("\n".join(lines) + "\n")
+    (out / "course_report.json").write_text(
+        json.dumps({"profile": profile.name, "notebooks": rows, "results": results}, indent=2)
+    )
+    print("\n".join(lines))
+    print(f"\nexecuted notebooks and this report are in {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the course notebooks in order.")
+    parser.add_argument("--profile", help="profile name (default: $MEDREASON_PROFILE or auto)")
+    parser.add_argument("--only", nargs="*", help="notebook numbers or names to run")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    args = parser.parse_args(argv)
+    if args.profile:
+        os.environ[ENV_VAR] = args.profile
+    failures = run_course(args.only, timeout=args.timeout)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,493 @@
+"""One shape for every way of producing completions: ``generate(prompts) -> completions``.
+
+``prompts`` is a list of chat prompts (each a list of ``{"role", "content"}`` messages, the
+``prompt`` column of the course's datasets). The result has one entry per prompt, in order.
+The evaluation accepts any callable of this shape, so a transformers model, a vLLM engine,
+an HTTP endpoint or a scripted fake all plug in the same way. ``make_generate`` builds the
+callable from what ``models`` returns:
+
+- ``hf``: a transformers model (or an Unsloth model loaded without vLLM) and its tokenizer:
+  batched ``model.generate`` with left padding (``HFGenerator``).
+- ``fast_generate``: an Unsloth model loaded with ``fast_inference=True`` (it carries a vLLM
+  engine as ``model.vllm_engine``): ``model.fast_generate(texts, sampling_params=...,
+  lora_request=model.load_lora(adapter))``.
+- ``vllm``: a ``vllm.LLM`` engine on a merged model (``models.load_vllm_engine``):
+  ``engine.generate(texts, sampling_params=...)``.
+
+All three render the prompts with the tokenizer's chat template
+(``apply_chat_template(..., add_generation_prompt=True, **chat_template_kwargs)``), so the
+model sees the same text whichever backend runs it.
+
+A completion is a ``Completion(text, truncated, n_tokens)``. ``truncated`` is True when the
+generation stopped at ``max_new_tokens`` instead of at an end-of-sequence token (None when
+the backend cannot tell). A plain callable may return strings, ``Completion`` objects, dicts
+with a ``text`` key (and optional ``truncated``/``n_tokens``/``finish_reason``), or objects
+with a ``.text`` attribute such as vLLM's outputs; ``to_completion`` reads them all.
+
+gpt-oss writes harmony channels (``<|channel|>final<|message|>...``) whose markers are
+special tokens: for that family the backends decode with ``skip_special_tokens=False`` so
+``template.parse_completion`` can still find the final channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import template
+from .profiles import Profile
+
+Messages = list[dict[str, str]]
+GenerateFn = Callable[[list[Messages]], Sequence[Any]]
+
+HARMONY_MARKER = "<|channel|>"
+BACKENDS = ("auto", "hf", "fast_generate", "vllm", "callable")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How completions are sampled; every backend applies the same values.
+
+    ``temperature == 0`` means greedy decoding (the default for evaluation). ``top_k == 0``
+    means no top-k filter. ``seed`` seeds sampling (ignored by greedy decoding).
+    ``chat_template_kwargs`` go to ``apply_chat_template`` (Qwen3 ``enable_thinking``,
+    gpt-oss ``reasoning_effort``). The model's own ``generation_config`` defaults (Qwen2.5
+    ships temperature 0.7 and repetition_penalty 1.05) are overridden, never inherited.
+    """
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    chat_template_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    @classmethod
+    def from_profile(cls, profile: Profile, *, sample: bool = False) -> GenerationSettings:
+        """Greedy decoding up to the profile's ``max_completion_length`` with its chat-template
+        keywords; ``sample=True`` uses the profile's rollout temperature and top_p instead."""
+        return cls(
+            max_new_tokens=profile.max_completion_length,
+            temperature=profile.temperature if sample else 0.0,
+            top_p=profile.top_p if sample else 1.0,
+            seed=profile.seed,
+            chat_template_kwargs=dict(profile.chat_template_kwargs),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated text; ``truncated``/``n_tokens`` are None when the backend cannot tell."""
+
+    text: str
+    truncated: bool | None = None
+    n_tokens: int | None = None
+
+
+def _optional_bool(value: Any, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise TypeError(f"{what}: 'truncated' must be True, False or None, got {value!r}")
+
+
+def to_completion(item: Any) -> Completion:
+    """Read one entry of a generate callable's result as a ``Completion``.
+
+    Accepts a ``Completion``; a ``str`` (truncation unknown); a dict with ``text`` and
+    optionally ``truncated``, ``n_tokens`` or ``finish_reason``; an object with ``.text``
+    (``finish_reason == "length"`` means truncated, ``token_ids`` gives the length), such as
+    vLLM's ``CompletionOutput``; or a vLLM ``RequestOutput`` (its first output). Anything
+    else is a ``TypeError``.
+    """
+    if isinstance(item, Completion):
+        return item
+    if isinstance(item, str):
+        return Completion(item)
+    if isinstance(item, dict):
+        get = item.get
+    elif hasattr(item, "text"):
+
+        def get(key, default=None):
+            return getattr(item, key, default)
+    elif isinstance(getattr(item, "outputs", None), list | tuple) and item.outputs:
+        return to_completion(item.outputs[0])
+    else:
+        raise TypeError(
+            "a completion must be a str, a dict with 'text', or an object with .text; "
+            f"got {type(item).__name__}"
+        )
+    text = get("text")
+    if not isinstance(text, str):
+        raise TypeError(f"a completion's text must be a str, got {type(text).__name__}")
+    truncated = _optional_bool(get("truncated"), "completion")
+    if truncated is None and get("finish_reason") is not None:
+        truncated = get("finish_reason") == "length"
+    n_tokens = get("n_tokens")
+    if n_tokens is None and get("token_ids") is not None:
+        n_tokens = len(get("token_ids"))
+    return Completion(text, truncated, None if n_tokens is None else int(n_tokens))
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def render_prompts(tokenizer, prompts: Sequence[Messages], chat_template_kwargs: dict) -> list[str]:
+    """Each chat prompt as the text the model reads, ending with the assistant's turn opener."""
+    return [
+        tokenizer.apply_chat_template(
+            list(p), tokenize=False, add_generation_prompt=True, **chat_template_kwargs
+        )
+        for p in prompts
+    ]
+
+
+def keeps_special_tokens(tokenizer, family: str | None = None) -> bool:
+    """True for the harmony (gpt-oss) family, whose channel markers are special tokens that
+    must survive decoding; detected from ``family`` or the tokenizer's vocabulary."""
+    if family is not None:
+        return family == "gpt-oss"
+    return HARMONY_MARKER in tokenizer.get_vocab()
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def hf_generate_kwargs(settings: GenerationSettings, pad_token_id: int) -> dict:
+    """Keyword arguments for ``model.generate``: every sampling knob set explicitly, so the
+    model's ``generation_config`` defaults cannot change what "greedy" means."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "pad_token_id": pad_token_id,
+        "repetition_penalty": 1.0,
+    }
+    if settings.greedy:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(
+            do_sample=True,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            top_k=settings.top_k,
+        )
+    return kwargs
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """The ids that end a generation: the model's ``generation_config.eos_token_id`` (one id
+    or a list) and the tokenizer's eos."""
+    ids: set[int] = set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(config_eos, int):
+        ids.add(config_eos)
+    elif config_eos is not None:
+        ids.update(int(i) for i in config_eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+def cut_at_stop(token_ids: Sequence[int], stop_ids: set[int]) -> tuple[list[int], bool]:
+    """``(tokens before the first stop token, truncated)``; truncated means no stop token was
+    generated, i.e. the row ran until ``max_new_tokens``. Padding only follows a stop token,
+    so it is cut away with it."""
+    for i, tok in enumerate(token_ids):
+        if tok in stop_ids:
+            return list(token_ids[:i]), False
+    return list(token_ids), True
+
+
+class HFGenerator:
+    """Batched greedy (or seeded sampled) generation with a transformers model.
+
+    Prompts are rendered with the chat template, tokenized with left padding (so every row's
+    last prompt token sits at the same position and generation continues from there), run
+    through one ``model.generate`` call per batch under ``torch.inference_mode``, cut at the
+    first stop token and decoded (``skip_special_tokens=False`` for the harmony family).
+    Sampling is seeded with ``settings.seed`` at each call inside ``torch.random.fork_rng``:
+    the same batch gives the same completions, and the caller's random state is untouched.
+    """
+
+    backend = "hf"
+    default_batch_size = 16
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        settings: GenerationSettings,
+        *,
+        skip_special_tokens: bool | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        if skip_special_tokens is None:
+            skip_special_tokens = not keeps_special_tokens(tokenizer)
+        self.skip_special_tokens = skip_special_tokens
+        self.stop_ids = stop_token_ids(model, tokenizer)
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
+        self.pad_token_id = int(tokenizer.pad_token_id)
+
+    def _encode(self, prompts: Sequence[Messages]):
+        texts = render_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
+        enc = self.tokenizer(
+            texts,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            add_special_tokens=False,  # the chat template already wrote every special token
+        )
+        return enc.to(self.model.device)
+
+    def __call__(self, prompts: Sequence[Messages]) -> list[Completion]:
+        """Completions of ``prompts``; a batch that runs out of GPU memory is split in two
+        and retried (down to one prompt), so a too-large batch size costs time, not items."""
+        import torch
+
+        if not prompts:
+            return []
+        try:
+            return self._generate(prompts)
+        except torch.OutOfMemoryError:
+            if len(prompts) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(prompts) // 2
+            return self(prompts[:half]) + self(prompts[half:])
+
+    def _generate(self, prompts: Sequence[Messages]) -> list[Completion]:
+        import torch
+
+        enc = self._encode(prompts)
+        kwargs = hf_generate_kwargs(self.settings, self.pad_token_id)
+        device = self.model.device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.settings.seed)
+            out = self.model.generate(**enc, **kwargs)
+        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
+        completions = []
+        for row in new_tokens:
+            ids, truncated = cut_at_stop(row, self.stop_ids)
+            text = self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
+            completions.append(Completion(text, truncated, len(ids)))
+        return completions
+
+
+# --------------------------------------------------------------------------- vLLM
+
+
+def vllm_sampling_kwargs(settings: GenerationSettings, *, skip_special_tokens: bool) -> dict:
+    """Keyword arguments for ``vllm.SamplingParams`` equivalent to ``hf_generate_kwargs``.
+
+    vLLM decodes greedily at temperature 0; ``top_k=-1`` (no filter) is accepted by every
+    vLLM release; ``seed`` makes each request's sampling reproducible on its own.
+    """
+    return {
+        "n": 1,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p if not settings.greedy else 1.0,
+        "top_k": settings.top_k if settings.top_k > 0 else -1,
+        "repetition_penalty": 1.0,
+        "max_tokens": settings.max_new_tokens,
+        "seed": settings.seed,
+        "skip_special_tokens": skip_special_tokens,
+    }
+
+
+def vllm_generate_kwargs(sampling_params, lora_request=None) -> dict:
+    """Keyword arguments for ``LLM.generate`` (Unsloth's ``model.fast_generate`` is that same
+    method of the engine it carries): sampling parameters, vLLM's own progress bar off (the
+    evaluation draws one per batch), and the LoRA request when there is an adapter."""
+    kwargs: dict[str, Any] = {"sampling_params": sampling_params, "use_tqdm": False}
+    if lora_request is not None:
+        kwargs["lora_request"] = lora_request
+    return kwargs
+
+
+class VLLMGenerator:
+    """Generation through vLLM: ``generate_fn(texts, **vllm_generate_kwargs(...))``.
+
+    ``generate_fn`` is ``engine.generate`` (a ``vllm.LLM``) or Unsloth's
+    ``model.fast_generate``; prompts are rendered with ``tokenizer``'s chat template first.
+    Each output's ``finish_reason == "length"`` marks it truncated. A trailing eos text
+    (vLLM may keep it when special tokens are not skipped) is removed.
+    """
+
+    default_batch_size = 64
+
+    def __init__(
+        self,
+        generate_fn: Callable,
+        tokenizer,
+        settings: GenerationSettings,
+        *,
+        backend: str,
+        lora_request=None,
+        skip_special_tokens: bool | None = None,
+    ) -> None:
+        self.generate_fn, self.tokenizer, self.settings = generate_fn, tokenizer, settings
+        self.backend, self.lora_request = backend, lora_request
+        if skip_special_tokens is None:
+            skip_special_tokens = not keeps_special_tokens(tokenizer)
+        self.skip_special_tokens = skip_special_tokens
+        self._sampling_params = None
+
+    def sampling_params(self):
+        if self._sampling_params is None:
+            from vllm import SamplingParams  # GPU only
+
+            kwargs = vllm_sampling_kwargs(
+                self.settings, skip_special_tokens=self.skip_special_tokens
+            )
+            self._sampling_params = SamplingParams(**kwargs)
+        return self._sampling_params
+
+    def __call__(self, prompts: Sequence[Messages]) -> list[Completion]:
+        if not prompts:
+            return []
+        texts = render_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
+        kwargs = vllm_generate_kwargs(self.sampling_params(), self.lora_request)
+        outputs = self.generate_fn(texts, **kwargs)
+        eos = self.tokenizer.eos_token or ""
+        completions = []
+        for out in outputs:
+            c = to_completion(out)
+            if eos and c.text.endswith(eos):
+                c = Completion(c.text[: -len(eos)], c.truncated, c.n_tokens)
+            completions.append(c)
+        return completions
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def detect_backend(obj: Any) -> str:
+    """Which backend ``make_generate`` would use for ``obj`` (see the module docstring)."""
+    if type(obj).__module__.split(".")[0] == "vllm" and hasattr(obj, "generate"):
+        return "vllm"
+    if getattr(obj, "vllm_engine", None) is not None and hasattr(obj, "fast_generate"):
+        return "fast_generate"
+    if hasattr(obj, "generate") and hasattr(obj, "config"):
+        return "hf"
+    if callable(obj):
+        return "callable"
+    raise TypeError(
+        f"cannot generate with a {type(obj).__name__}: pass a callable "
+        "(list of chat prompts -> list of completions), a (model, tokenizer) pair, a model "
+        "with tokenizer=..., or a vLLM engine"
+    )
+
+
+def _fast_generate_lora(model, lora_path: str | Path | None):
+    """The LoRA request for Unsloth's vLLM engine, or None for the base model.
+
+    The engine holds the base weights only: a LoRA attached to the transformers model (a peft
+    model) is invisible to ``fast_generate`` unless it is passed as a saved adapter, so a peft
+    model without ``lora_path`` is refused rather than silently evaluated as the base model.
+    """
+    if lora_path is None:
+        if getattr(model, "peft_config", None):
+            raise ValueError(
+                "this model carries a LoRA adapter that Unsloth's vLLM engine does not see: "
+                "save it (model.save_lora(path)) and pass lora_path=path, or use backend='hf'"
+            )
+        return None
+    if not hasattr(model, "load_lora"):
+        raise ValueError(
+            "this Unsloth model has no load_lora (Unsloth attaches it in "
+            "FastLanguageModel.get_peft_model); load the model for LoRA first"
+        )
+    return model.load_lora(str(lora_path))
+
+
+def make_generate(
+    obj: Any,
+    tokenizer=None,
+    *,
+    settings: GenerationSettings | None = None,
+    lora_path: str | Path | None = None,
+    skip_special_tokens: bool | None = None,
+    backend: str = "auto",
+) -> Callable[[list[Messages]], list]:
+    """A ``generate(prompts)`` callable for ``obj`` (returned as is when it already is one).
+
+    ``obj``: a callable; a ``(model, tokenizer)`` pair; a model (then ``tokenizer`` is
+    required); an Unsloth model with vLLM (``fast_generate``; ``lora_path`` is an adapter
+    saved with ``save_lora``, loaded with ``model.load_lora``); or a ``vllm.LLM`` engine (its
+    own tokenizer is used unless one is given). ``settings`` (default: greedy, 256 new
+    tokens) is applied by the model backends; a plain callable is trusted to follow them.
+    The model backends' callables carry ``backend`` ("hf", "fast_generate", "vllm") and
+    ``default_batch_size`` attributes.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if isinstance(obj, tuple) and len(obj) == 2:
+        obj, tokenizer = obj
+    settings = settings or GenerationSettings()
+    chosen = detect_backend(obj) if backend == "auto" else backend
+    if lora_path is not None and chosen != "fast_generate":
+        raise ValueError(
+            f"lora_path works with Unsloth's fast_generate only, not the {chosen!r} backend: "
+            "load the adapter with models.load_model(profile, adapter=...) or merge it first"
+        )
+    if chosen == "callable":
+        return obj
+    if chosen == "vllm":
+        tok = tokenizer if tokenizer is not None else obj.get_tokenizer()
+        return VLLMGenerator(
+            obj.generate, tok, settings, backend="vllm", skip_special_tokens=skip_special_tokens
+        )
+    if tokenizer is None:
+        raise ValueError(f"the {chosen!r} backend needs the model's tokenizer: tokenizer=...")
+    if chosen == "fast_generate":
+        lora = _fast_generate_lora(obj, lora_path)
+        return VLLMGenerator(
+            obj.fast_generate,
+            tokenizer,
+            settings,
+            backend="fast_generate",
+            lora_request=lora,
+            skip_special_tokens=skip_special_tokens,
+        )
+    return HFGenerator(obj, tokenizer, settings, skip_special_tokens=skip_special_tokens)
+
+
+def _user_turn(prompt: Sequence[dict]) -> str:
+    return [m["content"] for m in prompt if m["role"] == "user"][-1]
+
+
+def scripted_generator(answer: str | Callable[[dict], str], dataset=None, reasoning: str = "..."):
+    """A fake ``generate`` that answers in the template, for checking the harness itself.
+
+    ``answer``: one answer for every prompt (``"yes"``), or ``fn(row) -> answer`` (then
+    ``dataset`` is needed: each prompt's row is found by its user turn), e.g.
+    ``lambda row: row["answer"]``, which must score 100%.
+    """
+    rows = {}
+    if callable(answer):
+        if dataset is None:
+            raise ValueError("a per-row answer function needs the dataset to find the rows")
+        rows = {_user_turn(row["prompt"]): dict(row) for row in dataset}
+
+    def generate(prompts: Sequence[Messages]) -> list[str]:
+        said = [answer(rows[_user_turn(p)]) if callable(answer) else answer for p in prompts]
+        return [template.format_completion(reasoning, a) for a in said]
+
+    return generate

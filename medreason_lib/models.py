@@ -1,0 +1,154 @@
+"""Loading models: the one module that does it, and the only one that imports Unsloth.
+
+Two paths, chosen by the profile, never by the notebook:
+
+- tiny profiles: the random-init model that ``medreason_lib.tiny`` builds and caches, loaded
+  with plain transformers; LoRA comes from peft (``lora_config``), attached by TRL.
+- GPU profiles: Unsloth's ``FastLanguageModel`` in 4-bit, with LoRA from
+  ``FastLanguageModel.get_peft_model`` and, where Unsloth supports it, vLLM fast inference
+  (``fast_inference=True``; not for gpt-oss, whose RL path Unsloth runs without vLLM).
+
+``import unsloth`` raises on a machine without a GPU, so it happens inside the GPU path
+only. Unsloth patches trl and transformers when imported, so on a GPU it must come first:
+``prepare_runtime`` (called by ``course.start``) imports it before anything else loads trl.
+
+The keyword arguments passed to Unsloth are built by small functions that return plain
+dicts (``unsloth_load_kwargs``, ``unsloth_peft_kwargs``), so the API-drift tests can check
+every keyword against the pinned Unsloth source without a GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .profiles import Profile
+from .tiny import resolve_model_id
+
+
+def prepare_runtime(profile: Profile) -> None:
+    """Import Unsloth first on GPU profiles (it patches trl/transformers on import)."""
+    if not profile.is_tiny:
+        import unsloth  # noqa: F401  (GPU only: raises NotImplementedError without one)
+
+
+def unsloth_load_kwargs(profile: Profile, model_name: str | None = None) -> dict:
+    """Arguments for ``FastLanguageModel.from_pretrained`` (Unsloth's GRPO notebooks' set)."""
+    kwargs = {
+        "model_name": model_name or profile.model_id,
+        "max_seq_length": profile.max_seq_length,
+        "load_in_4bit": profile.load_in_4bit,
+        "fast_inference": profile.use_vllm,
+        "max_lora_rank": profile.lora_rank,
+        "gpu_memory_utilization": profile.gpu_memory_utilization,
+        "random_state": profile.seed,
+    }
+    if profile.family == "gpt-oss":
+        kwargs["offload_embedding"] = True  # Unsloth's gpt-oss GRPO recipe: frees ~1 GB
+    return kwargs
+
+
+def unsloth_peft_kwargs(profile: Profile) -> dict:
+    """Arguments for ``FastLanguageModel.get_peft_model``."""
+    return {
+        "r": profile.lora_rank,
+        "target_modules": list(profile.lora_targets),
+        "lora_alpha": profile.lora_alpha,
+        "lora_dropout": 0.0,
+        "use_gradient_checkpointing": "unsloth",
+        "random_state": profile.seed,
+    }
+
+
+def lora_config(profile: Profile):
+    """The peft ``LoraConfig`` used on the tiny profiles (TRL attaches it)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=profile.lora_rank,
+        lora_alpha=profile.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(profile.lora_targets),
+        task_type="CAUSAL_LM",
+    )
+
+
+def _load_tiny(model_path: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    return model, tokenizer
+
+
+def _load_unsloth(profile: Profile, model_name: str | None):
+    from unsloth import FastLanguageModel  # GPU only
+
+    model, tokenizer = FastLanguageModel.from_pretrained(**unsloth_load_kwargs(profile, model_name))
+    return model, tokenizer
+
+
+def load_model(
+    profile: Profile, *, base: str | Path | None = None, adapter: str | Path | None = None
+):
+    """A model and tokenizer for generation: the profile's model (or ``base``), with a
+    trained LoRA ``adapter`` applied when one is given.
+
+    Returns ``(model, tokenizer)`` with left padding, in eval mode.
+    """
+    name = str(base) if base else profile.model_id
+    if profile.is_tiny:
+        model, tokenizer = _load_tiny(resolve_model_id(name, seed=profile.seed))
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+    else:
+        model, tokenizer = _load_unsloth(profile, name)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter))
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    tokenizer.padding_side = "left"
+    model.eval()
+    return model, tokenizer
+
+
+def load_for_training(profile: Profile, *, base: str | Path | None = None):
+    """A model ready for GRPO/SFT and the peft config the trainer should apply (or None).
+
+    Tiny: a plain transformers model and a ``LoraConfig`` (``full=True`` callers skip it).
+    GPU: Unsloth's 4-bit model with LoRA already attached by ``get_peft_model``, so the
+    config is None.
+    """
+    name = str(base) if base else profile.model_id
+    if profile.is_tiny:
+        model, tokenizer = _load_tiny(resolve_model_id(name, seed=profile.seed))
+        model.train()
+        return model, tokenizer, lora_config(profile)
+    from unsloth import FastLanguageModel  # GPU only
+
+    model, tokenizer = _load_unsloth(profile, name)
+    model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(profile))
+    return model, tokenizer, None
+
+
+def vllm_engine_kwargs(profile: Profile, model_path: str | Path) -> dict:
+    """Arguments for ``vllm.LLM`` serving a merged model (after ``export``)."""
+    return {
+        "model": str(model_path),
+        "max_model_len": profile.max_seq_length,
+        "gpu_memory_utilization": profile.gpu_memory_utilization,
+        "seed": profile.seed,
+    }
+
+
+def load_vllm_engine(profile: Profile, model_path: str | Path):
+    """vLLM's own engine on a merged 16-bit model (GPU only): the fastest evaluation path."""
+    from vllm import LLM  # GPU only
+
+    return LLM(**vllm_engine_kwargs(profile, model_path))

@@ -1,0 +1,111 @@
+"""Charts of evaluation reports (matplotlib, imported when a chart is drawn).
+
+- ``plot_accuracy``: accuracy per task with 95% Wilson intervals as error bars, for one or
+  several reports, with the chance and majority-answer baselines marked.
+- ``plot_answer_distribution``: which answers the model gave against the gold ones, per task
+  with a closed answer set (PubMedQA yes/no/maybe, the A-D choice tasks).
+- ``plot_ci_width``: how wide a 95% interval is for n items, what a sample size can tell.
+
+Each returns the matplotlib ``Figure`` and draws nothing else; notebooks show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .evaluation import EvalReport, ci_half_width
+
+ORDER = ("unparsed", "failed")
+
+
+def _as_dict(reports: EvalReport | dict[str, EvalReport]) -> dict[str, EvalReport]:
+    if isinstance(reports, EvalReport):
+        return {reports.name or "model": reports}
+    return dict(reports)
+
+
+def plot_accuracy(
+    reports: EvalReport | dict[str, EvalReport],
+    baselines: dict[str, dict] | None = None,
+    title: str = "Accuracy per benchmark (95% Wilson intervals)",
+):
+    """Grouped bars, one group per task and one bar per report, with CI error bars.
+
+    ``baselines`` (from ``evaluation.gold_baselines``) adds a dashed line at chance and a
+    dotted line at the majority-answer score over each group.
+    """
+    import matplotlib.pyplot as plt
+
+    reports = _as_dict(reports)
+    tasks = sorted({t for r in reports.values() for t in r.by_task})
+    width = 0.8 / len(reports)
+    fig, ax = plt.subplots(figsize=(1.6 * len(tasks) + 2, 3.6))
+    for i, (label, report) in enumerate(reports.items()):
+        xs = [t + (i - (len(reports) - 1) / 2) * width for t in range(len(tasks))]
+        stats = [report.by_task.get(t) for t in tasks]
+        acc = [s.accuracy if s else 0.0 for s in stats]
+        low = [s.accuracy - s.ci95[0] if s else 0.0 for s in stats]
+        high = [s.ci95[1] - s.accuracy if s else 0.0 for s in stats]
+        ax.bar(xs, acc, width, yerr=[low, high], capsize=3, label=label)
+    for x, task in enumerate(tasks):
+        base = (baselines or {}).get(task)
+        if base and base["chance"] is not None:
+            ax.hlines(base["chance"], x - 0.45, x + 0.45, colors="grey", linestyles="--")
+        if base:
+            ax.hlines(base["majority"], x - 0.45, x + 0.45, colors="black", linestyles=":")
+    ax.set_xticks(range(len(tasks)), [f"{t}\n(n={_n(reports, t)})" for t in tasks])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    key = "\n-- chance   ··· always the commonest gold answer" if baselines else ""
+    ax.set_title(title + key)
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _n(reports: dict[str, EvalReport], task: str) -> int:
+    return max(r.by_task[task].n for r in reports.values() if task in r.by_task)
+
+
+def plot_answer_distribution(report: EvalReport, tasks: Sequence[str] | None = None):
+    """Per task, the share of each answer the model gave (including "unparsed" and "failed")
+    beside the share of each gold answer. Tasks without a closed answer set are skipped."""
+    import matplotlib.pyplot as plt
+
+    closed = [t for t, s in report.by_task.items() if s.confusion is not None]
+    tasks = [t for t in (tasks or closed) if t in closed]
+    if not tasks:
+        raise ValueError("no task with a closed answer set (yes/no/maybe or A-D) in the report")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        s = report.by_task[task]
+        labels = [*s.confusion, *ORDER]
+        said = [s.answer_counts.get(label, 0) / s.n for label in labels]
+        gold = [s.gold_counts.get(label, 0) / s.n for label in labels]
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], said, 0.4, label="model")
+        ax.bar([x + 0.2 for x in xs], gold, 0.4, label="gold")
+        ax.set_xticks(list(xs), labels, rotation=45)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{task} (n={s.n})")
+    axes[0][0].set_ylabel("share of items")
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ci_width(ns: Sequence[int] = (25, 50, 100, 200, 500, 1000, 2000), p: float = 0.5):
+    """The half-width of the 95% Wilson interval against the number of items, at accuracy p."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    widths = [100 * ci_half_width(n, p) for n in ns]
+    ax.plot(ns, widths, marker="o")
+    for n, w in zip(ns, widths, strict=True):
+        ax.annotate(f"±{w:.1f}", (n, w), textcoords="offset points", xytext=(4, 4))
+    ax.set_xscale("log")
+    ax.set_xlabel("items evaluated (n)")
+    ax.set_ylabel("95% CI half-width (points)")
+    ax.set_title(f"How precise is an accuracy near {p:.0%}?")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,131 @@
+"""Supervised fine-tuning before GRPO: teach the template first.
+
+GRPO learns only from differences between the completions of one prompt. A model that never
+writes ``<reasoning>...</reasoning><answer>...</answer>`` earns 0 from every reward, every
+completion in every group scores the same, and there is nothing to learn from
+(``frac_reward_zero_std`` = 1). Instruction-tuned models follow the system prompt well enough
+to start; a base model (and the course's random tiny model) needs a short SFT step first,
+the "cold start" that DeepSeek-R1 and the Qwen3 medical reasoners use before RL.
+
+``warmstart_dataset`` builds that step's data for the tiny profile. It imitates an
+instruction-tuned model that follows the requested format only part of the time: a share of
+the completions (``template_share``) use the template, the rest answer in plain prose
+("The answer is yes."), which earns no format reward and, having no answer block, no
+correctness either. Every answer is drawn at random from the task's answer set: the warm
+start teaches the *shapes* of an answer, deliberately not which answer is right. What the
+model does better afterwards (using the template every time, then preferring the answers
+that pay) it learned from GRPO's rewards.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from datasets import Dataset
+
+from .answers import answer_type
+from .profiles import Profile
+from .template import format_completion
+
+_ANSWER_SETS = {
+    "yes_no_maybe": ["yes", "no", "maybe"],
+    "choice": ["A", "B", "C", "D"],
+    "number": [str(n) for n in range(0, 100)],
+}
+
+
+# One short reasoning line per answer type: the warm start is about the layout, and a
+# fixed line is learned in a few dozen steps where a varied one would take hundreds.
+_REASONING = {
+    "yes_no_maybe": "Weigh what the context reports against the question.",
+    "choice": "Compare each option with the findings.",
+    "number": "Work through the quantities step by step.",
+}
+
+
+def warmstart_dataset(
+    dataset: Dataset, seed: int = 0, template_share: float = 0.5, copies: int = 4
+) -> Dataset:
+    """Prompt/completion pairs with random (not gold) answers, ``template_share`` of them in
+    the template and the rest in plain prose.
+
+    Each prompt appears ``copies`` times with independently drawn completions, so the model
+    learns a *distribution* per prompt. With one completion per prompt it would memorise it,
+    sample the same completion G times, and GRPO's groups would carry no signal.
+    Keeps TRL's conversational prompt-completion layout: ``prompt`` is the list of chat
+    messages, ``completion`` a one-message assistant turn.
+    """
+    rng = random.Random(seed)
+    rows = []
+    for row in [r for r in dataset for _ in range(copies)]:
+        kind = answer_type(row["task"])
+        answer = rng.choice(_ANSWER_SETS[kind])
+        if rng.random() < template_share:
+            text = format_completion(_REASONING[kind], answer)
+        else:
+            text = f"The answer is {answer}."
+        rows.append(
+            {"prompt": row["prompt"], "completion": [{"role": "assistant", "content": text}]}
+        )
+    return Dataset.from_list(rows)
+
+
+def sft_config(profile: Profile, output_dir: Path, steps: int, **overrides):
+    """TRL ``SFTConfig`` for the warm start (CPU-safe precision, no checkpoints)."""
+    from trl import SFTConfig
+
+    from .training_config import precision_flags
+
+    settings = {
+        "output_dir": str(output_dir),
+        "max_steps": steps,
+        "per_device_train_batch_size": 8,
+        "learning_rate": 2e-3 if profile.is_tiny else 2e-4,
+        "lr_scheduler_type": "constant",
+        "logging_steps": max(1, steps // 4),
+        "save_strategy": "no",
+        "report_to": [],
+        "seed": profile.seed,
+        "max_length": profile.max_seq_length,
+        "completion_only_loss": True,
+        "disable_tqdm": True,
+        **precision_flags(),
+    }
+    settings.update(overrides)
+    return SFTConfig(**settings)
+
+
+def run_warmstart(
+    profile: Profile, dataset: Dataset, output_dir: Path, *, force: bool = False
+) -> Path:
+    """Fine-tune the profile's model on ``warmstart_dataset(dataset)`` and save it.
+
+    Full fine-tuning (the tiny model has 0.7M parameters; LoRA on a random model learns
+    little). Reuses a finished warm start in ``output_dir`` unless ``force``. Returns the
+    folder, which then serves as the GRPO base model.
+    """
+    from trl import SFTTrainer
+
+    from .models import load_for_training
+    from .trl_compat import install_cpu_logprob_fallback
+
+    install_cpu_logprob_fallback()
+    done = output_dir / "config.json"
+    if done.exists() and not force:
+        print(f"SFT warm start: reusing {output_dir}")
+        return output_dir
+    model, tokenizer, _ = load_for_training(profile)
+    data = warmstart_dataset(dataset, seed=profile.seed)
+    steps = profile.sft_warmup_steps
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(profile, output_dir / "_trainer", steps),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    print(f"SFT warm start: {steps} steps, final loss {result.training_loss:.3f} -> {output_dir}")
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(str(output_dir))
+    return output_dir

@@ -1,0 +1,171 @@
+"""GRPO training from a profile: TRL's GRPOTrainer with the course's rewards.
+
+``train(profile)`` is the whole run, the same call from notebook 04 and the command line:
+
+1. the training mix (``profile.mix_weights``: 70% PubMedQA / 30% GSM8K by default), with
+   over-long prompts filtered out;
+2. ``preflight`` checks, before any model is loaded;
+3. on profiles with ``sft_warmup_steps`` (tiny), a short SFT warm start that teaches the
+   template (``medreason_lib.sft``), which becomes the GRPO base model;
+4. the model (``models.load_for_training``: peft LoRA on tiny, Unsloth 4-bit LoRA on GPU);
+5. GRPOTrainer with the four rewards (``rewards.REWARD_FUNCS``: three format rewards worth at
+   most 0.5 each, correctness 2.0; their sum is the reward, no extra weights);
+6. checkpoints every ``profile.save_steps`` into the run folder; ``resume=True`` continues
+   from the last one with step count, optimizer and scheduler state;
+7. metrics in ``<run>/metrics.csv``, the LoRA adapter in ``<run>/adapter``, and
+   ``<run>/run.json`` saying which base model the adapter belongs to.
+
+The run folder is ``runs/<profile>/grpo`` unless ``run_dir`` is given; set
+``MEDREASON_RUNS`` to a Google Drive folder on Colab so a disconnect loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import paths
+from .callbacks import MetricsCSV, RecordedReward, SamplePrinter
+from .profiles import Profile, gpu_memory_gb
+from .rewards import REWARD_FUNCS
+from .training_config import filter_long_prompts, grpo_config, preflight, training_dataset
+
+
+@dataclass
+class TrainingRun:
+    """Where a finished (or interrupted) run left its things."""
+
+    run_dir: Path
+    base_model: str
+    adapter_dir: Path
+    metrics_csv: Path
+    global_step: int
+    reward_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TrainingRun:
+        """Read ``run.json`` of a finished run (e.g. to evaluate or export it)."""
+        run_dir = Path(run_dir)
+        info_path = run_dir / "run.json"
+        if not info_path.exists():
+            raise FileNotFoundError(
+                f"no finished training run in {run_dir} (missing run.json): train first "
+                "(notebook 04 or `python -m medreason_lib train`)"
+            )
+        info = json.loads(info_path.read_text())
+        return cls(
+            run_dir=run_dir,
+            base_model=info["base_model"],
+            adapter_dir=run_dir / info["adapter_dir"],
+            metrics_csv=run_dir / "metrics.csv",
+            global_step=info["global_step"],
+            reward_seconds=info.get("reward_seconds", 0.0),
+            train_seconds=info.get("train_seconds", 0.0),
+        )
+
+
+def default_run_dir(profile: Profile) -> Path:
+    return paths.runs_dir(profile.name) / "grpo"
+
+
+def build_trainer(
+    profile: Profile,
+    run_dir: Path,
+    *,
+    dataset=None,
+    reward_funcs=None,
+    base_model: str | None = None,
+    sample_every: int = 0,
+    **config_overrides,
+):
+    """A ready GRPOTrainer (and its wrapped rewards) for ``profile``; nothing trains yet."""
+    from trl import GRPOTrainer
+
+    from .models import load_for_training
+    from .trl_compat import install_cpu_logprob_fallback
+
+    install_cpu_logprob_fallback()
+    model, tokenizer, peft_config = load_for_training(profile, base=base_model)
+    dataset = filter_long_prompts(dataset, tokenizer, profile)
+    rewards = [RecordedReward(fn) for fn in (reward_funcs or REWARD_FUNCS)]
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=rewards,
+        args=grpo_config(profile, run_dir, **config_overrides),
+        train_dataset=dataset,
+        peft_config=peft_config,
+        callbacks=[MetricsCSV(run_dir / "metrics.csv"), SamplePrinter(rewards, sample_every)],
+    )
+    return trainer, rewards
+
+
+def train(
+    profile: Profile,
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    dataset=None,
+    reward_funcs=None,
+    sample_every: int = 10,
+    **config_overrides,
+) -> TrainingRun:
+    """Run GRPO for ``profile`` (see the module docstring for the steps)."""
+    import time
+
+    run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = dataset if dataset is not None else training_dataset(profile)
+    preflight(profile, dataset, gpu_gb=None if profile.is_tiny else gpu_memory_gb())
+
+    base_model = profile.model_id
+    if profile.sft_warmup_steps:
+        from .sft import run_warmstart
+
+        base_model = str(run_warmstart(profile, dataset, run_dir / "sft-warmstart"))
+
+    checkpoint = get_last_checkpoint(str(run_dir)) if resume else None
+    if resume:
+        print(
+            f"resuming from {checkpoint}"
+            if checkpoint
+            else f"no checkpoint in {run_dir}; starting at step 0"
+        )
+    trainer, rewards = build_trainer(
+        profile,
+        run_dir,
+        dataset=dataset,
+        reward_funcs=reward_funcs,
+        base_model=base_model,
+        sample_every=sample_every,
+        **config_overrides,
+    )
+    began = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - began
+
+    adapter_dir = run_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    run = TrainingRun(
+        run_dir=run_dir,
+        base_model=base_model,
+        adapter_dir=adapter_dir,
+        metrics_csv=run_dir / "metrics.csv",
+        global_step=trainer.state.global_step,
+        reward_seconds=sum(r.seconds for r in rewards),
+        train_seconds=train_seconds,
+    )
+    info = {
+        "profile": profile.name,
+        "base_model": base_model,
+        "adapter_dir": "adapter",
+        "global_step": run.global_step,
+        "reward_seconds": run.reward_seconds,
+        "train_seconds": run.train_seconds,
+    }
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    return run

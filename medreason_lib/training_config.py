@@ -1,0 +1,179 @@
+"""GRPO settings from a profile, the training dataset, and the checks run before training.
+
+Every hyperparameter that matters is set here on purpose (none is left to a library
+default that may change), and the ones the hardware dictates are derived:
+
+- ``num_generations`` (G): completions sampled per prompt. GRPO's advantage is each
+  completion's reward minus its group's mean (divided by the group's std with
+  ``scale_rewards="group"``); more completions give a better baseline and more chances that
+  at least one differs from the rest. 8 on the GPU profiles, 4 on tiny.
+- ``learning_rate``: LoRA on a 3-8B model moves with 5e-6 (Unsloth's GRPO notebooks); the
+  tiny model is trained from a few dozen steps and needs 5e-4.
+- ``beta`` (KL weight): 0.0, TRL's default. No reference model is kept, which saves a copy
+  of the weights in memory; recent work (DAPO, Dr. GRPO) finds the KL term unnecessary for
+  verifiable rewards. Set it (e.g. 0.04, the original GRPO paper's) to stay near the base.
+- ``loss_type="dapo"``: normalises by the number of tokens in the whole batch, so long and
+  short completions weigh the same per token (the original "grpo" per-sequence mean favours
+  long wrong answers and short right ones).
+- ``scale_rewards="group"``: divide by the group's std. Dr. GRPO argues for "none" (no
+  difficulty bias); "group" keeps the signal of near-unanimous groups visible. A choice.
+- ``temperature``: sampling temperature of the rollouts; too low and the group's completions
+  are identical (no signal), too high and they are noise. 0.9 on GPU, 1.0 on the tiny model.
+- ``max_completion_length``: completions are cut here. Watch ``completions/clipped_ratio``:
+  near 1 means the cap cuts answers off before ``</answer>``.
+- prompt length: TRL removed ``max_prompt_length``; ``filter_long_prompts`` drops the
+  prompts longer than ``profile.max_prompt_length`` tokens from the dataset instead, and
+  says how many.
+- ``bf16``/``fp16``/``use_cpu``: bf16 needs an Ampere or newer GPU; a T4 gets fp16, a CPU
+  neither (TRL's default ``bf16=True`` fails on both).
+- the batch: per-device batch x accumulation steps must be divisible by G (each group is
+  one prompt's G completions); ``preflight`` says so before anything heavy starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+
+from .data import load_task, mix
+from .profiles import Profile
+
+REQUIRED_COLUMNS = ("prompt", "answer", "task")
+
+
+class ConfigError(ValueError):
+    """A setting or input that would make training fail or mislead; raised before loading."""
+
+
+def precision_flags() -> dict:
+    """``use_cpu``/``bf16``/``fp16`` for the machine this runs on."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"use_cpu": True, "bf16": False, "fp16": False}
+    bf16 = torch.cuda.is_bf16_supported()
+    return {"use_cpu": False, "bf16": bf16, "fp16": not bf16}
+
+
+def training_dataset(profile: Profile, n: int | None = None, seed: int | None = None) -> Dataset:
+    """The GRPO training mix: ``profile.mix_weights`` over the tasks' train splits."""
+    n = n or profile.train_size
+    seed = profile.seed if seed is None else seed
+    parts = {
+        name: load_task(
+            name, profile.train_splits.get(name, "train"), seed=seed, source=profile.data_source
+        )
+        for name in profile.mix_weights
+    }
+    return mix(parts, profile.mix_weights, n=n, seed=seed)
+
+
+def prompt_lengths(dataset: Dataset, tokenizer, profile: Profile) -> list[int]:
+    """Token count of each prompt, rendered with the chat template as the trainer will."""
+    lengths = []
+    for row in dataset:
+        text = tokenizer.apply_chat_template(
+            row["prompt"],
+            add_generation_prompt=True,
+            tokenize=False,
+            **profile.chat_template_kwargs,
+        )
+        lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return lengths
+
+
+def filter_long_prompts(dataset: Dataset, tokenizer, profile: Profile) -> Dataset:
+    """Drop prompts over ``profile.max_prompt_length`` tokens, and report how many."""
+    lengths = prompt_lengths(dataset, tokenizer, profile)
+    keep = [i for i, n in enumerate(lengths) if n <= profile.max_prompt_length]
+    dropped = len(lengths) - len(keep)
+    print(
+        f"prompt length filter: kept {len(keep)}/{len(lengths)} prompts of at most "
+        f"{profile.max_prompt_length} tokens (dropped {dropped}; longest {max(lengths, default=0)})"
+    )
+    if not keep:
+        raise ConfigError(
+            f"every prompt is longer than max_prompt_length={profile.max_prompt_length} tokens; "
+            "raise it in the profile or shorten the prompts"
+        )
+    return dataset.select(keep)
+
+
+def preflight(profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None) -> None:
+    """Fail early, with the setting at fault named, before a model is loaded.
+
+    Checks the dataset's columns, the batch/num_generations divisibility, that prompt plus
+    completion fit the sequence length, and that the GPU (if any) has the memory the
+    profile needs (``profile.min_gpu_gb``, Unsloth's published minimum plus headroom).
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ConfigError(
+            f"training dataset lacks column(s) {missing}; it has {dataset.column_names}. "
+            "The correctness reward needs `answer` and `task` (use medreason_lib.data.load_task)."
+        )
+    if len(dataset) == 0:
+        raise ConfigError("training dataset is empty")
+    batch = profile.per_device_train_batch_size * profile.gradient_accumulation_steps
+    if batch % profile.num_generations:
+        raise ConfigError(
+            f"per_device_train_batch_size x gradient_accumulation_steps = {batch} is not "
+            f"divisible by num_generations = {profile.num_generations} (profile "
+            f"{profile.name!r}): each prompt's {profile.num_generations} completions must "
+            "fit in one batch"
+        )
+    if profile.max_prompt_length + profile.max_completion_length > profile.max_seq_length:
+        raise ConfigError(
+            f"max_prompt_length {profile.max_prompt_length} + max_completion_length "
+            f"{profile.max_completion_length} > max_seq_length {profile.max_seq_length} "
+            f"(profile {profile.name!r}): lower one or raise max_seq_length"
+        )
+    if not profile.is_tiny:
+        if gpu_gb is None:
+            raise ConfigError(
+                f"profile {profile.name!r} needs an NVIDIA GPU and none was found; "
+                "use MEDREASON_PROFILE=tiny on a CPU"
+            )
+        if gpu_gb < profile.min_gpu_gb:
+            raise ConfigError(
+                f"profile {profile.name!r} needs about {profile.min_gpu_gb:.0f} GB of GPU memory "
+                f"and this GPU has {gpu_gb:.1f} GB: pick a smaller profile, or lower "
+                "num_generations / max_completion_length / gpu_memory_utilization"
+            )
+
+
+def grpo_config(profile: Profile, output_dir: str | Path, **overrides):
+    """TRL ``GRPOConfig`` for a profile. ``overrides`` replace any setting by name."""
+    from trl import GRPOConfig
+
+    settings = {
+        "output_dir": str(output_dir),
+        "max_steps": profile.max_steps,
+        "learning_rate": profile.learning_rate,
+        "lr_scheduler_type": profile.lr_scheduler_type,
+        "warmup_steps": profile.warmup_steps,
+        "weight_decay": profile.weight_decay,
+        "max_grad_norm": profile.max_grad_norm,
+        "optim": profile.optim,
+        "per_device_train_batch_size": profile.per_device_train_batch_size,
+        "gradient_accumulation_steps": profile.gradient_accumulation_steps,
+        "num_generations": profile.num_generations,
+        "max_completion_length": profile.max_completion_length,
+        "temperature": profile.temperature,
+        "top_p": profile.top_p,
+        "beta": profile.beta,
+        "loss_type": profile.loss_type,
+        "scale_rewards": profile.scale_rewards,
+        "mask_truncated_completions": False,
+        "chat_template_kwargs": dict(profile.chat_template_kwargs) or None,
+        "logging_steps": profile.logging_steps,
+        "save_steps": profile.save_steps,
+        "save_total_limit": 2,
+        "report_to": [],
+        "seed": profile.seed,
+        "data_seed": profile.seed,
+        **precision_flags(),
+    }
+    settings.update(overrides)
+    return GRPOConfig(**settings)

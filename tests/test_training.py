@@ -1,0 +1,166 @@
+"""GRPO on the tiny profile: it learns, it resumes, it fails early when misconfigured."""
+
+import pandas as pd
+import pytest
+import torch
+
+from medreason_lib.profiles import PROFILES
+from medreason_lib.rewards import REWARD_FUNCS
+from medreason_lib.training import TrainingRun, train
+from medreason_lib.training_config import ConfigError, grpo_config, preflight, training_dataset
+from medreason_lib.trl_compat import TorchChunkedLogProb
+
+TINY = PROFILES["tiny"]
+WINDOW = 6
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def reversed_rewards():
+    """Every course reward with its sign flipped: GRPO should then unlearn the template."""
+    funcs = []
+    for fn in REWARD_FUNCS:
+
+        def neg(completions, _fn=fn, **kwargs):
+            return [-s for s in _fn(completions, **kwargs)]
+
+        neg.__name__ = fn.__name__
+        funcs.append(neg)
+    return funcs
+
+
+def course_reward(metrics_csv, sign=1.0):
+    df = pd.read_csv(metrics_csv)
+    return sign * df["reward"]
+
+
+@pytest.fixture(scope="module")
+def warm_start(tmp_path_factory):
+    """One shared SFT warm start (the GRPO base) for the learning runs."""
+    from medreason_lib.sft import run_warmstart
+
+    out = tmp_path_factory.mktemp("warm") / "sft-warmstart"
+    return run_warmstart(TINY, training_dataset(TINY), out)
+
+
+def _grpo(tmp_path, warm_start, steps, **kwargs):
+    import shutil
+
+    run_dir = tmp_path / "grpo"
+    shutil.copytree(warm_start, run_dir / "sft-warmstart")
+    return train(TINY.replace(max_steps=steps), run_dir=run_dir, sample_every=0, **kwargs)
+
+
+def test_grpo_raises_the_course_reward_on_cpu(tmp_path, warm_start):
+    run = _grpo(tmp_path, warm_start, steps=24)
+    reward = course_reward(run.metrics_csv)
+    first, last = reward[:WINDOW].mean(), reward[-WINDOW:].mean()
+    print(f"mean reward: first {WINDOW} steps {first:.3f}, last {WINDOW} steps {last:.3f}")
+    assert len(reward) == 24
+    assert last > first + 0.15, (first, last)
+    assert (run.adapter_dir / "adapter_config.json").exists()
+
+
+def test_reversed_reward_does_not_raise_it(tmp_path, warm_start):
+    # The same run with every reward negated: the learning test above would catch a sign
+    # error, because then the course reward falls instead of rising.
+    run = _grpo(tmp_path, warm_start, steps=24, reward_funcs=reversed_rewards())
+    reward = course_reward(run.metrics_csv, sign=-1.0)
+    first, last = reward[:WINDOW].mean(), reward[-WINDOW:].mean()
+    print(f"course reward under reversed training: first {first:.3f}, last {last:.3f}")
+    assert last < first, (first, last)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, warm_start, monkeypatch):
+    import shutil
+
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Interrupt
+
+    run_dir = tmp_path / "grpo"
+    shutil.copytree(warm_start, run_dir / "sft-warmstart")
+    profile = TINY.replace(max_steps=4, save_steps=2)
+    import medreason_lib.training as training
+
+    original = training.build_trainer
+
+    def with_interrupt(*args, **kwargs):
+        trainer, rewards = original(*args, **kwargs)
+        trainer.add_callback(StopAfter())
+        return trainer, rewards
+
+    monkeypatch.setattr(training, "build_trainer", with_interrupt)
+    with pytest.raises(Interrupt):
+        train(profile, run_dir=run_dir, sample_every=0)
+    assert (run_dir / "checkpoint-2").is_dir()
+    assert not (run_dir / "run.json").exists()
+    monkeypatch.setattr(training, "build_trainer", original)
+
+    run = train(profile, run_dir=run_dir, resume=True, sample_every=0)
+    assert run.global_step == 4
+    steps = pd.read_csv(run.metrics_csv)["step"].tolist()
+    assert steps == [1, 2, 3, 4]  # step 3 of the lost attempt was replaced, not duplicated
+    state = torch.load(run_dir / "checkpoint-4" / "optimizer.pt", weights_only=False)
+    assert state["state"], "optimizer state was saved"
+    assert TrainingRun.load(run_dir).global_step == 4
+
+
+def test_preflight_names_the_setting_at_fault():
+    data = training_dataset(TINY)
+    with pytest.raises(ConfigError, match="lacks column.*answer"):
+        preflight(TINY, data.remove_columns(["answer"]))
+    with pytest.raises(ConfigError, match="not divisible by num_generations = 3"):
+        preflight(TINY.replace(num_generations=3, per_device_train_batch_size=32), data)
+    with pytest.raises(ConfigError, match="max_seq_length"):
+        preflight(TINY.replace(max_completion_length=4096), data)
+    with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
+        preflight(PROFILES["3b"], data, gpu_gb=None)
+    with pytest.raises(ConfigError, match="needs about 14 GB"):
+        preflight(PROFILES["3b"], data, gpu_gb=8.0)
+    preflight(PROFILES["3b"], data, gpu_gb=15.0)  # a T4 fits the 3b profile
+
+
+def test_grpo_config_sets_cpu_precision_and_profile_values(tmp_path):
+    cfg = grpo_config(TINY, tmp_path)
+    assert cfg.use_cpu and not cfg.bf16 and not cfg.fp16
+    assert cfg.num_generations == TINY.num_generations
+    assert cfg.beta == TINY.beta and cfg.loss_type == TINY.loss_type
+    assert cfg.max_completion_length == TINY.max_completion_length
+
+
+def test_cpu_logprob_fallback_matches_plain_log_softmax():
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(5, 8), torch.randn(11, 8)
+    bias, targets = torch.randn(11), torch.randint(0, 11, (5,))
+    logp, entropy, _, mean_logits, top1 = TorchChunkedLogProb.apply(
+        hidden,
+        weight,
+        bias,
+        targets,
+        0.7,
+        4,
+        None,
+        1.0,
+        ("log_probs", "entropy", "mean_logits", "is_top1"),
+    )
+    logits = (hidden @ weight.T + bias) / 0.7
+    expected = torch.log_softmax(logits, -1).gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(logp, expected)
+    p = torch.softmax(logits, -1)
+    torch.testing.assert_close(entropy, -(p * p.log()).sum(-1))
+    torch.testing.assert_close(mean_logits, logits.mean(-1))
+    assert torch.equal(top1, logits.argmax(-1) == targets)
