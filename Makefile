@@ -14,7 +14,7 @@ TORCH_INDEX   ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP   := $(VENV)/.medreason-installed
 
-.PHONY: setup course test test-slow lint format bench clean help
+.PHONY: setup course test test-slow lint format bench clean help wheels
 
 help:
 	@echo "make course    run every notebook in order under the profile that fits this machine"
@@ -23,6 +23,7 @@ help:
 	@echo "make lint      ruff check + format check;  make format  rewrites"
 	@echo "make test-slow the expensive tests kept out of the default run"
 	@echo "make bench     the speed/memory scripts in benchmarks/"
+	@echo "make wheels    fetch the pinned unsloth/unsloth_zoo wheels and vLLM files (API-drift tests)"
 
 setup: $(STAMP)
 
@@ -43,8 +44,26 @@ endif
 course: $(STAMP)
 	$(PY) -m medreason_lib.course
 
+# The pinned GPU packages' sources, which tests/test_api_drift.py reads (with ast, never
+# importing them) to check every keyword the course passes. Versions come from
+# requirements-gpu.txt. unsloth + unsloth_zoo: their wheels (~31 MB). vLLM: only the 4 files the
+# tests read, taken out of its ~336 MB wheel by HTTP range requests (~2 MB; see
+# medreason_lib/api_drift.py). Nothing is fetched when they are already in .cache/wheels.
+WHEELS   := .cache/wheels
+gpu_pin   = $(shell sed -n 's/^$(1)==\([^[:space:];]*\).*/\1/p' requirements-gpu.txt)
+UNSLOTH_VERSION     := $(call gpu_pin,unsloth)
+UNSLOTH_ZOO_VERSION := $(call gpu_pin,unsloth_zoo)
+VLLM_VERSION        := $(call gpu_pin,vllm)
+
+wheels: $(STAMP)
+	@ls $(WHEELS)/unsloth-$(UNSLOTH_VERSION)-*.whl \
+	    $(WHEELS)/unsloth_zoo-$(UNSLOTH_ZOO_VERSION)-*.whl >/dev/null 2>&1 \
+	  || $(PIP) download -q --no-deps -d $(WHEELS) \
+	       unsloth==$(UNSLOTH_VERSION) unsloth_zoo==$(UNSLOTH_ZOO_VERSION)
+	@$(PY) -m medreason_lib.api_drift vllm-sources $(VLLM_VERSION) $(WHEELS)
+
 # Tests always run on the tiny profile, whatever the machine: they are the CPU checks.
-test: $(STAMP)
+test: $(STAMP) wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests --nbmake notebooks

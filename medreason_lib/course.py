@@ -44,6 +44,24 @@ COURSE_MAP: list[dict[str, str]] = [
         "correctness per answer type; decontamination",
         "relates_to": "MedQwen3B-Reasoner's 70% PubMedQA / 30% GSM8K mix",
     },
+    {
+        "notebook": "03_baseline_evaluation",
+        "teaches": "the evaluation harness; the untrained model's accuracy, format rate and "
+        "answer distribution, with confidence intervals",
+        "relates_to": "the 'before' column of every published model card",
+    },
+    {
+        "notebook": "04_grpo_qwen_3b",
+        "teaches": "GRPO by hand, then GRPOTrainer with the course rewards; reading the "
+        "training curves; checkpoints and resume",
+        "relates_to": "MedQwen3B-Reasoner (GRPO on Qwen2.5-3B-Instruct)",
+    },
+    {
+        "notebook": "05_evaluate_and_compare",
+        "teaches": "before/after on the same items and settings; error analysis; "
+        "which published numbers are comparable",
+        "relates_to": "published PubMedQA/MedQA/MedMCQA results of 3-20B medical models",
+    },
 ]
 
 REFERENCE_MODELS = {
@@ -179,6 +197,32 @@ def _write_report(out: Path, profile: Profile, rows: list[dict], results: dict) 
     )
     print("\n".join(lines))
     print(f"\nexecuted notebooks and this report are in {out}")
+
+
+def profiles_markdown() -> str:
+    """The README's profile table, made from ``PROFILES`` (a test keeps the README in sync)."""
+    from .profiles import PROFILES
+
+    lines = [
+        "| profile | model | 4-bit | seq len | completion | LoRA r | G | steps | min GPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in PROFILES.values():
+        gpu = f"{p.min_gpu_gb:.0f} GB" if p.min_gpu_gb else "none (CPU)"
+        lines.append(
+            f"| `{p.name}` | `{p.model_id}` | {'yes' if p.load_in_4bit else 'no'} | "
+            f"{p.max_seq_length} | {p.max_completion_length} | {p.lora_rank} | "
+            f"{p.num_generations} | {p.max_steps} | {gpu} |"
+        )
+    return "\n".join(lines)
+
+
+def course_map_markdown() -> str:
+    """The README's course map, made from ``COURSE_MAP``."""
+    lines = ["| notebook | what it teaches | relates to |", "|---|---|---|"]
+    for entry in COURSE_MAP:
+        lines.append(f"| `{entry['notebook']}` | {entry['teaches']} | {entry['relates_to']} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

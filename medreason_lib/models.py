@@ -19,7 +19,11 @@ every keyword against the pinned Unsloth source without a GPU.
 
 from __future__ import annotations
 
+import gc
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .profiles import Profile
 from .tiny import resolve_model_id
@@ -105,6 +109,11 @@ def load_model(
 
             model = PeftModel.from_pretrained(model, str(adapter))
     else:
+        if adapter is not None and profile.use_vllm:
+            raise ValueError(
+                f"profile {profile.name!r} generates with vLLM, which cannot see a peft-wrapped "
+                "adapter: use models.load_for_eval(profile, adapter=...) and pass its lora_path"
+            )
         model, tokenizer = _load_unsloth(profile, name)
         if adapter is not None:
             from peft import PeftModel
@@ -116,6 +125,60 @@ def load_model(
     tokenizer.padding_side = "left"
     model.eval()
     return model, tokenizer
+
+
+@dataclass
+class EvalModel:
+    """A model to evaluate, and the saved adapter its vLLM engine should apply (if any)."""
+
+    model: Any
+    tokenizer: Any
+    lora_path: Path | None = None
+
+
+def load_for_eval(
+    profile: Profile, *, base: str | Path | None = None, adapter: str | Path | None = None
+) -> EvalModel:
+    """A model for the evaluation harness.
+
+    Tiny profiles and GPU profiles without vLLM (gpt-oss): ``load_model``, the adapter
+    applied through peft. GPU profiles with vLLM: Unsloth's model with its vLLM engine; the
+    adapter is not wrapped but returned as ``lora_path``, which ``fast_generate`` loads with
+    ``model.load_lora(path)`` (``get_peft_model`` is called only to attach ``load_lora``; its
+    fresh in-memory LoRA weights are never used for generation).
+    """
+    if profile.is_tiny or not profile.use_vllm:
+        return EvalModel(*load_model(profile, base=base, adapter=adapter))
+    from unsloth import FastLanguageModel  # GPU only
+
+    kwargs = unsloth_load_kwargs(profile, str(base) if base else None)
+    if adapter is not None:  # vLLM refuses a LoRA whose rank exceeds max_lora_rank
+        rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
+        kwargs["max_lora_rank"] = max(kwargs["max_lora_rank"], rank)
+    model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+    if adapter is not None:
+        model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(profile))
+    FastLanguageModel.for_inference(model)
+    tokenizer.padding_side = "left"
+    return EvalModel(model, tokenizer, Path(adapter) if adapter is not None else None)
+
+
+def release(model) -> None:
+    """Free a model's memory before loading the next (its vLLM engine too, on a GPU)."""
+    engine = getattr(model, "vllm_engine", None)
+    if engine is not None:
+        from unsloth_zoo.vllm_utils import delete_vllm  # GPU only
+
+        delete_vllm(engine)
+    del model
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def load_for_training(profile: Profile, *, base: str | Path | None = None):

@@ -109,3 +109,105 @@ def plot_ci_width(ns: Sequence[int] = (25, 50, 100, 200, 500, 1000, 2000), p: fl
     ax.set_title(f"How precise is an accuracy near {p:.0%}?")
     fig.tight_layout()
     return fig
+
+
+# --- Training curves (GRPO metrics.csv) -----------------------------------------------------
+
+# (title, y-axis label, columns); "rewards/*/mean" expands to every reward function's mean.
+TRAINING_PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("total reward", "mean reward per completion", ("reward",)),
+    ("each reward function", "mean reward", ("rewards/*/mean",)),
+    ("reward spread inside the batch", "reward_std", ("reward_std",)),
+    ("groups with no learning signal", "share of groups", ("frac_reward_zero_std",)),
+    ("completion length", "tokens (mean)", ("completions/mean_length",)),
+    ("completions cut at the length cap", "share of completions", ("completions/clipped_ratio",)),
+)
+
+
+# Columns that are shares (0 to 1): their panels keep that whole range, so 1.0 stands out.
+FRACTION_COLUMNS = ("frac_reward_zero_std", "completions/clipped_ratio")
+
+
+def read_metrics(metrics_csv):
+    """The metrics CSV of a run (``MetricsCSV``) as a DataFrame, one row per step, in order."""
+    import pandas as pd
+
+    frame = pd.read_csv(metrics_csv)
+    if "step" not in frame.columns or frame.empty:
+        raise ValueError(f"{metrics_csv} has no logged steps (is it a run's metrics.csv?)")
+    return frame.sort_values("step").drop_duplicates("step", keep="last").reset_index(drop=True)
+
+
+def smooth(values, window: int):
+    """Trailing rolling mean over ``window`` logged steps (shorter at the start)."""
+    import pandas as pd
+
+    return pd.Series(values, dtype=float).rolling(max(1, int(window)), min_periods=1).mean()
+
+
+def default_window(n_steps: int) -> int:
+    """A tenth of the run, at least 1: 3 steps of a 30-step run, 50 of a 500-step run."""
+    return max(1, round(n_steps / 10))
+
+
+def _expand(columns: tuple[str, ...], available: list[str]) -> list[str]:
+    found = []
+    for col in columns:
+        if "*" in col:
+            head, tail = col.split("*", 1)
+            found += [c for c in available if c.startswith(head) and c.endswith(tail)]
+        elif col in available:
+            found.append(col)
+    return found
+
+
+def _label(column: str) -> str:
+    if column.startswith("rewards/") and column.endswith("/mean"):
+        return column.removeprefix("rewards/").removesuffix("/mean").removesuffix("_reward")
+    return column
+
+
+def plot_training(
+    metrics_csv,
+    window: int | None = None,
+    panels: Sequence[tuple[str, str, tuple[str, ...]]] = TRAINING_PANELS,
+    title: str | None = None,
+):
+    """The GRPO training curves of a run, from its ``metrics.csv``.
+
+    Each panel draws the logged values as faint points and their trailing rolling mean over
+    ``window`` logged steps (``default_window`` when None) as a line. Columns that a run did
+    not log are skipped; a panel with none left says so. Returns the ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+
+    frame = read_metrics(metrics_csv)
+    window = window or default_window(len(frame))
+    cols = 3 if len(panels) > 4 else 2
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False)
+    for ax, (panel_title, ylabel, columns) in zip(axes.flat, panels, strict=False):
+        found = _expand(columns, list(frame.columns))
+        for i, column in enumerate(found):
+            color, style = f"C{i}", ("-", "--", ":", "-.")[i % 4]  # overlapping lines stay visible
+            ax.plot(frame["step"], frame[column], ".", color=color, alpha=0.25, markersize=4)
+            smoothed = smooth(frame[column], window)
+            ax.plot(frame["step"], smoothed, style, color=color, label=_label(column))
+        if not found:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+        if len(found) > 1:
+            ax.legend(fontsize="x-small")
+        if found and all(c in FRACTION_COLUMNS for c in found):
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_title(panel_title, fontsize=10)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        title or f"GRPO training: points = logged steps, lines = rolling mean of {window}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig

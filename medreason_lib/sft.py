@@ -19,6 +19,8 @@ that pay) it learned from GRPO's rewards.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from datasets import Dataset
 from .answers import answer_type
 from .profiles import Profile
 from .template import format_completion
+from .training_config import precision_flags
 
 _ANSWER_SETS = {
     "yes_no_maybe": ["yes", "no", "maybe"],
@@ -71,12 +74,8 @@ def warmstart_dataset(
     return Dataset.from_list(rows)
 
 
-def sft_config(profile: Profile, output_dir: Path, steps: int, **overrides):
-    """TRL ``SFTConfig`` for the warm start (CPU-safe precision, no checkpoints)."""
-    from trl import SFTConfig
-
-    from .training_config import precision_flags
-
+def sft_settings(profile: Profile, output_dir: Path, steps: int, **overrides) -> dict:
+    """The keyword arguments of ``SFTConfig`` for the warm start (``overrides`` win)."""
     settings = {
         "output_dir": str(output_dir),
         "max_steps": steps,
@@ -93,7 +92,14 @@ def sft_config(profile: Profile, output_dir: Path, steps: int, **overrides):
         **precision_flags(),
     }
     settings.update(overrides)
-    return SFTConfig(**settings)
+    return settings
+
+
+def sft_config(profile: Profile, output_dir: Path, steps: int, **overrides):
+    """TRL ``SFTConfig`` for the warm start (CPU-safe precision, no checkpoints)."""
+    from trl import SFTConfig
+
+    return SFTConfig(**sft_settings(profile, output_dir, steps, **overrides))
 
 
 def run_warmstart(
@@ -111,13 +117,14 @@ def run_warmstart(
     from .trl_compat import install_cpu_logprob_fallback
 
     install_cpu_logprob_fallback()
-    done = output_dir / "config.json"
-    if done.exists() and not force:
-        print(f"SFT warm start: reusing {output_dir}")
-        return output_dir
-    model, tokenizer, _ = load_for_training(profile)
     data = warmstart_dataset(dataset, seed=profile.seed)
     steps = profile.sft_warmup_steps
+    stamp = _warmstart_stamp(profile, data, steps)
+    stamp_path = output_dir / "warmstart.json"
+    if not force and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
+        print(f"SFT warm start: reusing {output_dir} (same model, data and settings)")
+        return output_dir
+    model, tokenizer, _ = load_for_training(profile)
     trainer = SFTTrainer(
         model=model,
         args=sft_config(profile, output_dir / "_trainer", steps),
@@ -128,4 +135,18 @@ def run_warmstart(
     print(f"SFT warm start: {steps} steps, final loss {result.training_loss:.3f} -> {output_dir}")
     trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
+    stamp_path.write_text(json.dumps(stamp, indent=2))
     return output_dir
+
+
+def _warmstart_stamp(profile: Profile, data: Dataset, steps: int) -> dict:
+    """What a saved warm start was made from; a different stamp means it must be redone."""
+    from .tiny import resolve_model_id
+
+    digest = hashlib.sha256(json.dumps(data.to_list(), sort_keys=True).encode()).hexdigest()
+    return {
+        "base": profile.model_id,
+        "base_path": resolve_model_id(profile.model_id, seed=profile.seed),
+        "data_sha256": digest,
+        "settings": {k: str(v) for k, v in sft_settings(profile, Path("."), steps).items()},
+    }

@@ -72,6 +72,36 @@ def default_run_dir(profile: Profile) -> Path:
     return paths.runs_dir(profile.name) / "grpo"
 
 
+def _earlier_times(run_dir: Path) -> tuple[float, float]:
+    """Reward and training seconds of the attempts before a resume (from ``run.json``)."""
+    info_path = run_dir / "run.json"
+    if not info_path.exists():
+        return 0.0, 0.0
+    info = json.loads(info_path.read_text())
+    return info.get("reward_seconds", 0.0), info.get("train_seconds", 0.0)
+
+
+def _clear_earlier_run(run_dir: Path) -> None:
+    """A fresh run (``resume=False``) must not leave an earlier run's checkpoints behind:
+    a later ``resume=True`` would pick the highest-numbered one, which could be the old
+    run's. Say what is removed; the SFT warm start is kept (it checks its own settings)."""
+    import shutil
+
+    old = sorted(run_dir.glob("checkpoint-*")) + [
+        p
+        for p in (run_dir / "adapter", run_dir / "metrics.csv", run_dir / "run.json")
+        if p.exists()
+    ]
+    if not old:
+        return
+    print(
+        f"starting a fresh run in {run_dir}: removing {', '.join(p.name for p in old)} of an "
+        "earlier run (pass resume=True to continue a run instead)"
+    )
+    for path in old:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def build_trainer(
     profile: Profile,
     run_dir: Path,
@@ -129,12 +159,15 @@ def train(
         base_model = str(run_warmstart(profile, dataset, run_dir / "sft-warmstart"))
 
     checkpoint = get_last_checkpoint(str(run_dir)) if resume else None
+    earlier = _earlier_times(run_dir) if checkpoint else (0.0, 0.0)
     if resume:
         print(
             f"resuming from {checkpoint}"
             if checkpoint
             else f"no checkpoint in {run_dir}; starting at step 0"
         )
+    else:
+        _clear_earlier_run(run_dir)
     trainer, rewards = build_trainer(
         profile,
         run_dir,
@@ -156,8 +189,8 @@ def train(
         adapter_dir=adapter_dir,
         metrics_csv=run_dir / "metrics.csv",
         global_step=trainer.state.global_step,
-        reward_seconds=sum(r.seconds for r in rewards),
-        train_seconds=train_seconds,
+        reward_seconds=earlier[0] + sum(r.seconds for r in rewards),
+        train_seconds=earlier[1] + train_seconds,
     )
     info = {
         "profile": profile.name,

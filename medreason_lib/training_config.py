@@ -8,7 +8,7 @@ default that may change), and the ones the hardware dictates are derived:
   ``scale_rewards="group"``); more completions give a better baseline and more chances that
   at least one differs from the rest. 8 on the GPU profiles, 4 on tiny.
 - ``learning_rate``: LoRA on a 3-8B model moves with 5e-6 (Unsloth's GRPO notebooks); the
-  tiny model is trained from a few dozen steps and needs 5e-4.
+  tiny model has 30 steps to show anything and uses 5e-3 at a constant rate.
 - ``beta`` (KL weight): 0.0, TRL's default. No reference model is kept, which saves a copy
   of the weights in memory; recent work (DAPO, Dr. GRPO) finds the KL term unnecessary for
   verifiable rewards. Set it (e.g. 0.04, the original GRPO paper's) to stay near the base.
@@ -143,10 +143,8 @@ def preflight(profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None
             )
 
 
-def grpo_config(profile: Profile, output_dir: str | Path, **overrides):
-    """TRL ``GRPOConfig`` for a profile. ``overrides`` replace any setting by name."""
-    from trl import GRPOConfig
-
+def grpo_settings(profile: Profile, output_dir: str | Path, **overrides) -> dict:
+    """The keyword arguments of ``GRPOConfig`` for a profile (``overrides`` win)."""
     settings = {
         "output_dir": str(output_dir),
         "max_steps": profile.max_steps,
@@ -176,4 +174,11 @@ def grpo_config(profile: Profile, output_dir: str | Path, **overrides):
         **precision_flags(),
     }
     settings.update(overrides)
-    return GRPOConfig(**settings)
+    return settings
+
+
+def grpo_config(profile: Profile, output_dir: str | Path, **overrides):
+    """TRL ``GRPOConfig`` for a profile. ``overrides`` replace any setting by name."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(**grpo_settings(profile, output_dir, **overrides))

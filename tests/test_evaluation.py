@@ -1,4 +1,5 @@
-"""Tests of medreason_lib.evaluation: scoring, statistics, failures, resume and compare.
+"""Tests of medreason_lib.evaluation (and the benchmarks, reports and stats modules it
+re-exports): scoring, statistics, failures, resume, compare and the notebooks' whole steps.
 
 The done-when checks of the evaluation issue run on the real PubMedQA test set in
 ``shared/reference-data`` (500 items: 276 yes / 169 no / 55 maybe) and are skipped, with the
@@ -12,7 +13,7 @@ import json
 
 import pytest
 
-from medreason_lib import data, evaluation, paths, template
+from medreason_lib import data, eval_plots, evaluation, paths, template
 from medreason_lib.evaluation import EvalSettings, IncomparableReports, compare, evaluate
 from medreason_lib.generation import Completion, GenerationSettings, scripted_generator
 from medreason_lib.profiles import PROFILES
@@ -292,7 +293,11 @@ def test_compare_gives_paired_deltas(pubmedqa):
     assert (row["gained"], row["lost"], row["n"]) == (16 - yes, 0, 16)
     assert row["delta"] == pytest.approx(after.accuracy - before.accuracy)
     assert row["p_value"] == evaluation.mcnemar_p(16 - yes, 0)
-    assert "before -> after" in str(compare(before, after))
+    comparison = compare(before, after)
+    assert "before -> after" in str(comparison)
+    assert comparison.flips["lost"] == [] and len(comparison.flips["gained"]) == 16 - yes
+    wrong_before = {r["id"] for r in before.records if not r["correct"]}
+    assert set(comparison.flips["gained"]) == wrong_before
 
 
 def test_compare_refuses_different_settings_items_or_prompts(pubmedqa):
@@ -352,3 +357,147 @@ def test_plots_show_the_report(bundled):
     fig = plots.plot_answer_distribution(report)
     assert len(fig.axes) == 4  # pubmedqa and the three choice tasks; gsm8k has no closed set
     assert plots.plot_ci_width().axes[0].lines
+
+
+def test_answer_distributions_and_lengths_side_by_side(bundled, pubmedqa):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.container import BarContainer
+
+    always_a = run(scripted_generator("A"), bundled)
+    gold = run(scripted_generator(lambda r: r["answer"], bundled), bundled)
+    fig = eval_plots.plot_answer_distributions({"A": always_a, "gold answers": gold})
+    assert len(fig.axes) == 4
+    medqa = next(ax for ax in fig.axes if ax.get_title().startswith("medqa"))
+    bars = [c for c in medqa.containers if isinstance(c, BarContainer)]
+    assert len(bars) == 3  # two reports and the gold shares
+    assert bars[0][0].get_height() == 1.0  # "A" every time
+    assert [b.get_height() for b in bars[1]] == [b.get_height() for b in bars[2]]
+
+    def counted(prompts):
+        return [Completion("x", truncated=False, n_tokens=i % 5) for i in range(len(prompts))]
+
+    lengths, unit = eval_plots.completion_lengths(run(counted, pubmedqa))
+    assert unit == "tokens" and max(lengths) <= 4
+    assert eval_plots.completion_lengths(always_a)[1] == "characters"
+    fig = eval_plots.plot_completion_lengths({"counted": run(counted, pubmedqa)})
+    assert fig.axes[0].lines  # the token limit
+
+
+# --------------------------------------------------------------------------- error analysis
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"correct": True, "extracted": "yes"}, "right"),
+        ({"extracted": "no"}, "wrong"),
+        ({}, "unparsed"),
+        ({"truncated": True}, "truncated"),
+        ({"truncated": True, "extracted": "no"}, "truncated"),
+        ({"truncated": True, "correct": True, "extracted": "yes"}, "right"),
+        ({"error": "RuntimeError: boom"}, "failed"),
+    ],
+)
+def test_outcome_names_what_happened_to_an_item(changes, expected):
+    record = {"error": None, "correct": False, "truncated": False, "extracted": None}
+    assert evaluation.outcome(record | changes) == expected
+    assert expected in evaluation.OUTCOMES
+
+
+# --------------------------------------------------------------------------- model identity
+
+
+def test_model_identity_follows_the_weights(tmp_path):
+    folder = tmp_path / "warm"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"one")
+    (folder / "config.json").write_text("{}")
+    first = evaluation.model_identity(TINY, base=folder)
+    assert first.startswith("warm@")
+    (folder / "config.json").write_text('{"changed": true}')
+    assert evaluation.model_identity(TINY, base=folder) == first  # configs are not weights
+    (folder / "model.safetensors").write_bytes(b"two")
+    assert evaluation.model_identity(TINY, base=folder) != first
+    assert evaluation.model_identity(TINY, base="org/model") == "org/model"
+    with_lora = evaluation.model_identity(TINY, base="org/model", adapter=folder)
+    assert with_lora.startswith("org/model + LoRA warm@")
+
+
+def test_resume_refuses_another_models_records(pubmedqa, tmp_path):
+    run(scripted_generator("yes"), pubmedqa, name="m", out_dir=tmp_path, model_id="a")
+    with pytest.raises(ValueError, match="another model"):
+        run(
+            scripted_generator("yes"),
+            pubmedqa,
+            name="m",
+            out_dir=tmp_path,
+            model_id="b",
+            resume=True,
+        )
+    counting = Counting(scripted_generator("yes"))
+    again = run(counting, pubmedqa, name="m", out_dir=tmp_path, model_id="a", resume=True)
+    assert counting.asked == [] and again.model == "a" and "model a" in str(again)
+    assert evaluation.EvalReport.load(tmp_path / "m.json").model == "a"
+
+
+@pytest.fixture
+def quick_items(monkeypatch, tmp_path):
+    """Runs go to tmp_path; the course items are three MedQA questions."""
+    monkeypatch.setenv("MEDREASON_RUNS", str(tmp_path))
+    rows = data.load_task("medqa", "test", n=3, source="bundled", verbose=False)
+    monkeypatch.setattr(evaluation, "profile_benchmarks", lambda profile: rows)
+    return rows
+
+
+def test_evaluate_model_keeps_only_its_own_records(quick_items, tmp_path, capsys):
+    quick = TINY.replace(max_completion_length=3)
+    first = evaluation.evaluate_model(quick, "m", progress=False)
+    assert first.backend == "hf" and first.n == 3 and first.model.startswith("qwen2-")
+    assert (tmp_path / "tiny" / "eval" / "m.json").is_file()
+    again = evaluation.evaluate_model(quick, "m", progress=False)
+    assert "resuming: 3 of 3" in capsys.readouterr().out
+    assert again.records == first.records
+
+    from medreason_lib import tiny
+
+    model, tokenizer = tiny.build_tiny("qwen2", seed=1, cache=False)
+    model.save_pretrained(tmp_path / "other")
+    tokenizer.save_pretrained(tmp_path / "other")
+    other = evaluation.evaluate_model(quick, "m", base=tmp_path / "other", progress=False)
+    assert "starting afresh" in capsys.readouterr().out
+    assert other.model.startswith("other@") and other.model != first.model
+    shorter = EvalSettings.from_profile(quick.replace(max_completion_length=2))
+    evaluation.evaluate_model(quick, "m", base=tmp_path / "other", settings=shorter, progress=False)
+    assert "starting afresh" in capsys.readouterr().out
+
+
+def test_baseline_report_is_loaded_or_made_as_notebook_03_does(quick_items, tmp_path, capsys):
+    quick = TINY.replace(max_completion_length=3)
+    made = evaluation.baseline_report(quick)
+    assert "evaluating the untrained model" in capsys.readouterr().out
+    assert made.name == "baseline" and made.settings == EvalSettings.from_profile(quick)
+    loaded = evaluation.baseline_report(quick)
+    assert "loaded" in capsys.readouterr().out
+    assert _same_result(loaded, made)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def test_profile_benchmarks_are_the_notebooks_items():
+    items = evaluation.profile_benchmarks(TINY)
+    same = evaluation.load_benchmarks(n=TINY.eval_size, seed=TINY.seed, source="bundled")
+    assert items["id"] == same["id"] and len(items) == 5 * TINY.eval_size
+
+
+def test_published_numbers_say_how_they_were_scored():
+    for row in evaluation.PUBLISHED:
+        assert {"model", "source", "scoring", "comparable"} <= set(row)
+        scores = [v for k, v in row.items() if k in evaluation.BENCHMARKS]
+        assert scores and all(0 < v < 100 for v in scores)
+        assert not row["comparable"].startswith("yes")  # none used this course's harness
+    loglik = [r for r in evaluation.PUBLISHED if "log-likelihood" in r["scoring"]]
+    assert {r["model"] for r in loglik} == {"Qwen3-8B (base)", "Q3X1 (QLoRA-tuned Qwen3-8B)"}
+    assert all(r["comparable"].startswith("no") for r in loglik)

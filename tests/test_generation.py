@@ -26,9 +26,8 @@ from medreason_lib.generation import (
     render_prompts,
     scripted_generator,
     to_completion,
-    vllm_generate_kwargs,
-    vllm_sampling_kwargs,
 )
+from medreason_lib.generation_vllm import vllm_generate_kwargs, vllm_sampling_kwargs
 from medreason_lib.profiles import PROFILES
 
 

@@ -1,0 +1,85 @@
+"""Charts that put several evaluation reports side by side (before/after training).
+
+- ``plot_answer_distributions``: per task with a closed answer set, the share of each answer
+  every report gave ("unparsed" and "failed" included) beside the gold answers' shares.
+  A model that learned to say one answer to everything shows up here, not in the accuracy.
+- ``plot_completion_lengths``: how long the completions were, per report, with the token
+  limit marked; a pile-up at the limit means truncated answers.
+
+Each returns the matplotlib ``Figure`` (``plots`` has the single-report charts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .reports import EvalReport
+
+EXTRA = ("unparsed", "failed")
+
+
+def plot_answer_distributions(reports: dict[str, EvalReport], tasks: Sequence[str] | None = None):
+    """One panel per task: grouped bars, one per report and one for the gold answers."""
+    import matplotlib.pyplot as plt
+
+    first = next(iter(reports.values()))
+    closed = [t for t, s in first.by_task.items() if s.confusion is not None]
+    tasks = [t for t in (tasks or closed) if t in closed]
+    if not tasks:
+        raise ValueError("no task with a closed answer set (yes/no/maybe or A-D) in the reports")
+    groups = len(reports) + 1
+    width = 0.8 / groups
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.3), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        stats = {label: r.by_task[task] for label, r in reports.items()}
+        any_stats = next(iter(stats.values()))
+        labels = [*any_stats.confusion, *EXTRA]
+        series = {k: [s.answer_counts.get(a, 0) / s.n for a in labels] for k, s in stats.items()}
+        series["gold"] = [any_stats.gold_counts.get(a, 0) / any_stats.n for a in labels]
+        for i, (name, shares) in enumerate(series.items()):
+            offset = (i - (groups - 1) / 2) * width
+            hatch = "//" if name == "gold" else None
+            ax.bar([x + offset for x in range(len(labels))], shares, width, label=name, hatch=hatch)
+        ax.set_xticks(range(len(labels)), labels, rotation=45)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{task} (n={any_stats.n})")
+    axes[0][0].set_ylabel("share of items")
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def completion_lengths(report: EvalReport) -> tuple[list[float], str]:
+    """The completions' lengths in tokens, or in characters when the backend did not count
+    tokens; returns ``(lengths, unit)``. Failed items have no completion and are left out."""
+    answered = [r for r in report.records if r["error"] is None]
+    if answered and all(r["n_tokens"] is not None for r in answered):
+        return [float(r["n_tokens"]) for r in answered], "tokens"
+    return [float(len(r["completion"])) for r in answered], "characters"
+
+
+def plot_completion_lengths(reports: dict[str, EvalReport], bins: int = 20):
+    """Overlaid histograms of completion length, one per report, with the token limit
+    (``max_new_tokens`` of the first report's settings) as a dashed line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    measured = {label: completion_lengths(report) for label, report in reports.items()}
+    units = {unit for _, unit in measured.values()}
+    limit = next(iter(reports.values())).settings.generation.max_new_tokens
+    top = max([limit, *(max(lengths, default=0) for lengths, _ in measured.values())])
+    edges = [top * i / bins for i in range(bins + 1)]  # the same bins for every report
+    for label, (lengths, _) in measured.items():
+        ax.hist(lengths, bins=edges, alpha=0.5, label=f"{label} (mean {_mean(lengths):.0f})")
+    if units == {"tokens"}:
+        ax.axvline(limit, color="black", linestyle="--", label=f"limit ({limit} tokens)")
+    ax.set_xlabel(" / ".join(sorted(units)))
+    ax.set_ylabel("completions")
+    ax.set_title("Completion lengths")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -1,0 +1,163 @@
+"""The course's benchmarks: their evaluation sets, what the gold answers alone score, and
+what published models scored on them.
+
+- ``load_benchmark(name, n, seed)`` / ``load_benchmarks``: the official evaluation set of
+  each benchmark, or a seeded subsample; ``profile_benchmarks(profile)`` is the sample every
+  course evaluation on that profile uses (``eval_size`` items per benchmark).
+- ``gold_baselines``: chance and always-the-commonest-answer, the scores that cost nothing.
+- ``PUBLISHED``: reference numbers as their authors published them, with how they were
+  scored and whether they can stand beside the course's numbers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from . import answers, data
+from .profiles import Profile
+
+# The official evaluation sets (``data.load_task(name, "test")``) and their sizes.
+BENCHMARKS = {"pubmedqa": 500, "medqa": 1273, "medmcqa": 4183, "mmlu_medical": 1089, "gsm8k": 1319}
+
+
+def load_benchmark(name: str, n: int | None = None, seed: int = 0, source=None):
+    """The evaluation set of a benchmark, or a seeded subsample of ``n`` items.
+
+    PubMedQA: the official 500 test PMIDs; MedQA: test (1273); MedMCQA: validation (4183,
+    data's ``"test"``); MMLU: the six medical subjects (1089); GSM8K: test (1319). The
+    subsample is ``shuffle(seed).select(range(n))``, like ``data.load_task``. Asking for more
+    than the source holds (the bundled samples have 16-24 items) uses them all and says so.
+    """
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+    if n is not None and n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    full = data.load_task(name, "test", source=source, seed=seed)
+    if len(full) != BENCHMARKS[name]:
+        print(f"  note: {name}'s official evaluation set has {BENCHMARKS[name]} items")
+    if n is None:
+        return full
+    if n > len(full):
+        print(f"  note: asked for {n} {name} items, the source has {len(full)}: using all")
+        n = len(full)
+    return full.shuffle(seed=seed).select(range(n))
+
+
+def load_benchmarks(names=None, n: int | None = None, seed: int = 0, source=None):
+    """Several benchmarks (default: all five) concatenated into one dataset."""
+    from datasets import concatenate_datasets
+
+    parts = [load_benchmark(name, n, seed, source) for name in names or BENCHMARKS]
+    return concatenate_datasets(parts)
+
+
+def profile_benchmarks(profile: Profile):
+    """The items every course evaluation on ``profile`` uses: ``eval_size`` per benchmark,
+    drawn with ``profile.seed`` from ``profile.data_source``. Before and after training are
+    measured on exactly these."""
+    return load_benchmarks(n=profile.eval_size, seed=profile.seed, source=profile.data_source)
+
+
+def answer_labels(task: str) -> tuple[str, ...] | None:
+    """The closed answer set of a task (yes/no/maybe, A-D), or None for numbers."""
+    kind = answers.answer_type(task)
+    return {"yes_no_maybe": ("yes", "no", "maybe"), "choice": tuple("ABCD")}.get(kind)
+
+
+def gold_baselines(dataset) -> dict[str, dict]:
+    """Per task: ``chance`` (1/labels for closed answer sets, None for numbers) and
+    ``majority`` (the share of the commonest gold answer, what always saying it scores)."""
+    golds: dict[str, Counter] = {}
+    for row in dataset:
+        golds.setdefault(row["task"], Counter())[row["answer"]] += 1
+    result = {}
+    for task, counts in golds.items():
+        labels = answer_labels(task)
+        label, top = counts.most_common(1)[0]
+        result[task] = {
+            "n": sum(counts.values()),
+            "chance": 1 / len(labels) if labels else None,
+            "majority": top / sum(counts.values()),
+            "majority_label": label,
+        }
+    return result
+
+
+# --------------------------------------------------------------------------- published
+
+_GENERATIVE = "generative (reasoning, then an answer); prompt and extractor not published with it"
+_PARTLY = "partly: generative like ours, but another prompt and extractor, full test sets"
+
+# Accuracy in percent, as published (see shared/field-notes.md, "How published medical
+# results were scored"). ``comparable`` says whether a number can stand beside one measured
+# by this course's harness (generative, one extractor, the same one the rewards use).
+PUBLISHED: list[dict] = [
+    {
+        "model": "Qwen2.5-7B-Instruct",
+        "medqa": 61.5,
+        "medmcqa": 56.6,
+        "pubmedqa": 71.3,
+        "source": "II-Medical-7B-Preview model card (comparison table)",
+        "scoring": _GENERATIVE,
+        "comparable": _PARTLY,
+    },
+    {
+        "model": "II-Medical-7B-Preview (SFT + DAPO on Qwen2.5-7B-Instruct)",
+        "medqa": 85.2,
+        "medmcqa": 69.4,
+        "pubmedqa": 77.9,
+        "source": "II-Medical-7B-Preview model card",
+        "scoring": _GENERATIVE,
+        "comparable": _PARTLY,
+    },
+    {
+        "model": "HuatuoGPT-o1-8B",
+        "medqa": 74.8,
+        "source": "as published (II-Medical-7B-Preview model card)",
+        "scoring": "generative; the HuatuoGPT-o1 authors' own scorer takes the better of "
+        "first-match and last-match accuracy and falls back to the most similar option",
+        "comparable": "no: a best-of-two extractor that never leaves an answer unparsed",
+    },
+    {
+        "model": "MedGemma-4B-it",
+        "medqa": 64.4,
+        "source": "MedGemma model card",
+        "scoring": _GENERATIVE,
+        "comparable": _PARTLY,
+    },
+    {
+        "model": "MedGemma-27B-text-it",
+        "medqa": 87.7,
+        "source": "MedGemma model card",
+        "scoring": _GENERATIVE,
+        "comparable": _PARTLY,
+    },
+    {
+        "model": "Qwen3-8B (base)",
+        "medqa": 43.9,
+        "source": "Q3X1 model card",
+        "scoring": "log-likelihood of the answer letter (lm-evaluation-harness), no generation",
+        "comparable": "no: measures which letter the model finds likeliest, not what it answers",
+    },
+    {
+        "model": "Q3X1 (QLoRA-tuned Qwen3-8B)",
+        "medqa": 66.3,
+        "source": "Q3X1 model card",
+        "scoring": "log-likelihood of the answer letter (lm-evaluation-harness), no generation",
+        "comparable": "no: measures which letter the model finds likeliest, not what it answers",
+    },
+    {
+        "model": "gpt-oss-20b",
+        "medqa": 62.0,
+        "source": "Reasoning-Medical-20B model card",
+        "scoring": "not stated with the number",
+        "comparable": "unknown",
+    },
+    {
+        "model": "Reasoning-Medical-20B (fine-tuned gpt-oss-20b)",
+        "medqa": 67.0,
+        "source": "Reasoning-Medical-20B model card",
+        "scoring": "not stated with the number",
+        "comparable": "unknown",
+    },
+]

@@ -1,0 +1,131 @@
+"""The vLLM backends of ``generation.make_generate``: a ``vllm.LLM`` engine, or Unsloth's
+``model.fast_generate`` (the same ``LLM.generate`` of the engine an Unsloth model loaded with
+``fast_inference=True`` carries).
+
+vLLM runs on a GPU only; nothing here imports it until a generator is first called, and
+``make_generate`` imports this module only when it picks one of these backends, so the
+keyword builders below can be tested as data on any machine.
+
+A LoRA adapter reaches Unsloth's engine only as a saved folder: ``fast_generate_lora`` turns
+``lora_path`` into ``model.load_lora(path)``'s request, and refuses a peft-wrapped model
+without one (its adapter lives in the transformers weights, which the engine never reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .generation import (
+    Completion,
+    GenerationSettings,
+    Messages,
+    keeps_special_tokens,
+    render_prompts,
+    to_completion,
+)
+
+
+def vllm_sampling_kwargs(settings: GenerationSettings, *, skip_special_tokens: bool) -> dict:
+    """Keyword arguments for ``vllm.SamplingParams`` equivalent to ``hf_generate_kwargs``.
+
+    vLLM decodes greedily at temperature 0; ``top_k=-1`` (no filter) is accepted by every
+    vLLM release; ``seed`` makes each request's sampling reproducible on its own.
+    """
+    return {
+        "n": 1,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p if not settings.greedy else 1.0,
+        "top_k": settings.top_k if settings.top_k > 0 else -1,
+        "repetition_penalty": 1.0,
+        "max_tokens": settings.max_new_tokens,
+        "seed": settings.seed,
+        "skip_special_tokens": skip_special_tokens,
+    }
+
+
+def vllm_generate_kwargs(sampling_params, lora_request=None) -> dict:
+    """Keyword arguments for ``LLM.generate`` (Unsloth's ``model.fast_generate`` is that same
+    method of the engine it carries): sampling parameters, vLLM's own progress bar off (the
+    evaluation draws one per batch), and the LoRA request when there is an adapter."""
+    kwargs: dict[str, Any] = {"sampling_params": sampling_params, "use_tqdm": False}
+    if lora_request is not None:
+        kwargs["lora_request"] = lora_request
+    return kwargs
+
+
+class VLLMGenerator:
+    """Generation through vLLM: ``generate_fn(texts, **vllm_generate_kwargs(...))``.
+
+    ``generate_fn`` is ``engine.generate`` (a ``vllm.LLM``) or Unsloth's
+    ``model.fast_generate``; prompts are rendered with ``tokenizer``'s chat template first.
+    Each output's ``finish_reason == "length"`` marks it truncated. A trailing eos text
+    (vLLM may keep it when special tokens are not skipped) is removed.
+    """
+
+    default_batch_size = 64
+
+    def __init__(
+        self,
+        generate_fn: Callable,
+        tokenizer,
+        settings: GenerationSettings,
+        *,
+        backend: str,
+        lora_request=None,
+        skip_special_tokens: bool | None = None,
+    ) -> None:
+        self.generate_fn, self.tokenizer, self.settings = generate_fn, tokenizer, settings
+        self.backend, self.lora_request = backend, lora_request
+        if skip_special_tokens is None:
+            skip_special_tokens = not keeps_special_tokens(tokenizer)
+        self.skip_special_tokens = skip_special_tokens
+        self._sampling_params = None
+
+    def sampling_params(self):
+        if self._sampling_params is None:
+            from vllm import SamplingParams  # GPU only
+
+            kwargs = vllm_sampling_kwargs(
+                self.settings, skip_special_tokens=self.skip_special_tokens
+            )
+            self._sampling_params = SamplingParams(**kwargs)
+        return self._sampling_params
+
+    def __call__(self, prompts: Sequence[Messages]) -> list[Completion]:
+        if not prompts:
+            return []
+        texts = render_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
+        kwargs = vllm_generate_kwargs(self.sampling_params(), self.lora_request)
+        outputs = self.generate_fn(texts, **kwargs)
+        eos = self.tokenizer.eos_token or ""
+        completions = []
+        for out in outputs:
+            c = to_completion(out)
+            if eos and c.text.endswith(eos):
+                c = Completion(c.text[: -len(eos)], c.truncated, c.n_tokens)
+            completions.append(c)
+        return completions
+
+
+def fast_generate_lora(model, lora_path: str | Path | None):
+    """The LoRA request for Unsloth's vLLM engine, or None for the base model.
+
+    The engine holds the base weights only: a LoRA attached to the transformers model (a peft
+    model) is invisible to ``fast_generate`` unless it is passed as a saved adapter, so a peft
+    model without ``lora_path`` is refused rather than silently evaluated as the base model.
+    """
+    if lora_path is None:
+        if getattr(model, "peft_config", None):
+            raise ValueError(
+                "this model carries a LoRA adapter that Unsloth's vLLM engine does not see: "
+                "save it (model.save_lora(path)) and pass lora_path=path, or use backend='hf'"
+            )
+        return None
+    if not hasattr(model, "load_lora"):
+        raise ValueError(
+            "this Unsloth model has no load_lora (Unsloth attaches it in "
+            "FastLanguageModel.get_peft_model); load the model for LoRA first"
+        )
+    return model.load_lora(str(lora_path))
