@@ -199,20 +199,38 @@ def _write_report(out: Path, profile: Profile, rows: list[dict], results: dict) 
     print(f"\nexecuted notebooks and this report are in {out}")
 
 
+PROFILE_NOTEBOOKS = {
+    "tiny": "all, on a CPU",
+    "tiny-qwen3": "06 on a CPU",
+    "tiny-gptoss": "07 on a CPU",
+    "3b": "03, 04, 05, 08",
+    "8b": "06",
+    "20b": "07",
+}
+
+
 def profiles_markdown() -> str:
-    """The README's profile table, made from ``PROFILES`` (a test keeps the README in sync)."""
+    """The README's profile table, made from ``PROFILES`` and the memory planner (a test
+    keeps the README in sync)."""
+    from .memory import GPUS, plan_for_profile
     from .profiles import PROFILES
 
     lines = [
-        "| profile | model | 4-bit | seq len | completion | LoRA r | G | steps | min GPU |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| profile | model | 4-bit | seq len | completion | LoRA r | G | steps | "
+        "GRPO memory (planned) | smallest GPU that fits | notebooks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in PROFILES.values():
-        gpu = f"{p.min_gpu_gb:.0f} GB" if p.min_gpu_gb else "none (CPU)"
+        memory, smallest = "CPU", "none"
+        if not p.is_tiny:
+            memory = f"{plan_for_profile(p).total_gb:.1f} GB"
+            fitting = [g for g in GPUS.values() if plan_for_profile(p, gpu=g.name).fits()]
+            smallest = min(fitting, key=lambda g: g.memory_gb).name if fitting else "none listed"
+        used = PROFILE_NOTEBOOKS.get(p.name, "")
         lines.append(
             f"| `{p.name}` | `{p.model_id}` | {'yes' if p.load_in_4bit else 'no'} | "
             f"{p.max_seq_length} | {p.max_completion_length} | {p.lora_rank} | "
-            f"{p.num_generations} | {p.max_steps} | {gpu} |"
+            f"{p.num_generations} | {p.max_steps} | {memory} | {smallest} | {used} |"
         )
     return "\n".join(lines)
 

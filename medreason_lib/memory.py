@@ -409,6 +409,13 @@ def plan(model: str, method: str, gpu=None, **overrides) -> MemoryPlan:
     return result
 
 
+def plan_for_profile(profile, method: str = "grpo", gpu=None) -> MemoryPlan:
+    """``plan`` for a ``Profile`` object as it is, changed settings included (a profile made
+    with ``profile.replace(num_generations=4)`` is planned with 4 generations)."""
+    settings = {k: getattr(profile, k) for k in DEFAULTS}
+    return plan(profile.model_id, method, gpu=gpu, **settings)
+
+
 # --- calibration ------------------------------------------------------------------------
 _TABLE_URL = "https://unsloth.ai/docs/get-started/fine-tuning-for-beginners/unsloth-requirements"
 # The "absolute minimum" the table implies: batch 1, 512 tokens, rank 16, 8-bit Adam (the

@@ -15,9 +15,8 @@ profile to every helper, so they never branch on the hardware themselves.
 model, with a chat template of the bigger model's shape, so notebooks 06 and 07 exercise the
 Qwen3 think block and the harmony channels on a CPU.
 
-The GPU figures (``min_gpu_gb``) are Unsloth's published minimums for 4-bit LoRA plus the
-generation headroom GRPO needs (see ``shared/field-notes.md``); they are estimates until the
-memory planner replaces them.
+How much GPU memory a profile needs is not a setting but an estimate: ask the memory planner
+(``medreason_lib.memory.plan_for_profile``), which the pre-flight check uses too.
 """
 
 from __future__ import annotations
@@ -49,7 +48,6 @@ class Profile:
     lora_targets: tuple[str, ...] = LORA_TARGETS
     use_vllm: bool = False  # Unsloth fast_inference (vLLM); gpt-oss RL does not support it
     gpu_memory_utilization: float = 0.6
-    min_gpu_gb: float = 0.0  # smallest GPU memory the profile is expected to fit
     # generation (GRPO rollouts and evaluation)
     max_prompt_length: int = 512  # prompts longer than this are filtered out of the dataset
     max_completion_length: int = 256
@@ -154,7 +152,6 @@ PROFILES: dict[str, Profile] = {
             lora_alpha=64,
             use_vllm=True,
             gpu_memory_utilization=0.5,
-            min_gpu_gb=14.0,
             max_prompt_length=512,
             max_completion_length=512,
             num_generations=8,
@@ -175,7 +172,6 @@ PROFILES: dict[str, Profile] = {
             lora_alpha=64,
             use_vllm=True,
             gpu_memory_utilization=0.6,
-            min_gpu_gb=20.0,
             max_prompt_length=768,
             max_completion_length=1024,
             num_generations=8,
@@ -196,7 +192,6 @@ PROFILES: dict[str, Profile] = {
             lora_rank=4,
             lora_alpha=8,
             use_vllm=False,
-            min_gpu_gb=15.0,
             max_prompt_length=256,
             max_completion_length=512,
             num_generations=4,

@@ -37,6 +37,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from .data import load_task, mix
+from .memory import plan_for_profile
 from .profiles import Profile
 
 REQUIRED_COLUMNS = ("prompt", "answer", "task")
@@ -105,7 +106,7 @@ def preflight(profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None
 
     Checks the dataset's columns, the batch/num_generations divisibility, that prompt plus
     completion fit the sequence length, and that the GPU (if any) has the memory the
-    profile needs (``profile.min_gpu_gb``, Unsloth's published minimum plus headroom).
+    memory planner says the run needs (``memory.plan_for_profile``; vLLM's share included).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
     if missing:
@@ -135,11 +136,13 @@ def preflight(profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None
                 f"profile {profile.name!r} needs an NVIDIA GPU and none was found; "
                 "use MEDREASON_PROFILE=tiny on a CPU"
             )
-        if gpu_gb < profile.min_gpu_gb:
+        planned = plan_for_profile(profile, "grpo", gpu=gpu_gb)
+        if not planned.fits():
+            advice = "; ".join(planned.advice[:3]) or "use a smaller profile"
             raise ConfigError(
-                f"profile {profile.name!r} needs about {profile.min_gpu_gb:.0f} GB of GPU memory "
-                f"and this GPU has {gpu_gb:.1f} GB: pick a smaller profile, or lower "
-                "num_generations / max_completion_length / gpu_memory_utilization"
+                f"profile {profile.name!r} needs about {planned.total_gb:.1f} GB of GPU memory "
+                f"(medreason_lib.memory plan) and this GPU has {gpu_gb:.1f} GB. Lower first: "
+                f"{advice}"
             )
 
 

@@ -54,7 +54,7 @@ def test_profiles_are_consistent():
         )
         assert p.max_prompt_length + p.max_completion_length <= p.max_seq_length, p.name
         assert sum(p.mix_weights.values()) == pytest.approx(1.0)
-        assert p.is_tiny == (p.min_gpu_gb == 0.0)
+        assert p.is_tiny == p.model_id.startswith("tiny:")
 
 
 def test_tiny_profile_never_reaches_a_hub(monkeypatch):

@@ -129,8 +129,10 @@ def test_preflight_names_the_setting_at_fault():
         preflight(TINY.replace(max_completion_length=4096), data)
     with pytest.raises(ConfigError, match="needs an NVIDIA GPU"):
         preflight(PROFILES["3b"], data, gpu_gb=None)
-    with pytest.raises(ConfigError, match="needs about 14 GB"):
-        preflight(PROFILES["3b"], data, gpu_gb=8.0)
+    with pytest.raises(ConfigError, match=r"needs about \d+\.\d GB .*memory plan.*Lower first"):
+        preflight(PROFILES["3b"], data, gpu_gb=4.0)
+    with pytest.raises(ConfigError, match="num_generations 8 -> 4"):
+        preflight(PROFILES["8b"], data, gpu_gb=8.0)
     preflight(PROFILES["3b"], data, gpu_gb=15.0)  # a T4 fits the 3b profile
 
 
