@@ -48,7 +48,7 @@ course: $(STAMP)
 # importing them) to check every keyword the course passes. Versions come from
 # requirements-gpu.txt. unsloth + unsloth_zoo: their wheels (~31 MB). vLLM: only the 4 files the
 # tests read, taken out of its ~336 MB wheel by HTTP range requests (~2 MB; see
-# medreason_lib/api_drift.py). Nothing is fetched when they are already in .cache/wheels.
+# medreason_lib/wheel_fetch.py). Nothing is fetched when they are already in .cache/wheels.
 WHEELS   := .cache/wheels
 gpu_pin   = $(shell sed -n 's/^$(1)==\([^[:space:];]*\).*/\1/p' requirements-gpu.txt)
 UNSLOTH_VERSION     := $(call gpu_pin,unsloth)
@@ -60,7 +60,7 @@ wheels: $(STAMP)
 	    $(WHEELS)/unsloth_zoo-$(UNSLOTH_ZOO_VERSION)-*.whl >/dev/null 2>&1 \
 	  || $(PIP) download -q --no-deps -d $(WHEELS) \
 	       unsloth==$(UNSLOTH_VERSION) unsloth_zoo==$(UNSLOTH_ZOO_VERSION)
-	@$(PY) -m medreason_lib.api_drift vllm-sources $(VLLM_VERSION) $(WHEELS)
+	@$(PY) -m medreason_lib.wheel_fetch vllm-sources $(VLLM_VERSION) $(WHEELS)
 
 # Tests always run on the tiny profile, whatever the machine: they are the CPU checks.
 test: $(STAMP) wheels
