@@ -217,12 +217,13 @@ def profiles_markdown() -> str:
 
     lines = [
         "| profile | model | 4-bit | seq len | completion | LoRA r | G | steps | "
-        "GRPO memory (planned) | smallest GPU that fits | notebooks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "GRPO memory (planned) | smallest GPU that fits | minutes / 100 steps | notebooks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in PROFILES.values():
-        memory, smallest = "CPU", "none"
+        memory, smallest, speed = "CPU", "none", "see `make bench`"
         if not p.is_tiny:
+            speed = "not measured yet"
             memory = f"{plan_for_profile(p).total_gb:.1f} GB"
             fitting = [g for g in GPUS.values() if plan_for_profile(p, gpu=g.name).fits()]
             smallest = min(fitting, key=lambda g: g.memory_gb).name if fitting else "none listed"
@@ -230,7 +231,7 @@ def profiles_markdown() -> str:
         lines.append(
             f"| `{p.name}` | `{p.model_id}` | {'yes' if p.load_in_4bit else 'no'} | "
             f"{p.max_seq_length} | {p.max_completion_length} | {p.lora_rank} | "
-            f"{p.num_generations} | {p.max_steps} | {memory} | {smallest} | {used} |"
+            f"{p.num_generations} | {p.max_steps} | {memory} | {smallest} | {speed} | {used} |"
         )
     return "\n".join(lines)
 
