@@ -15,6 +15,27 @@ correctness either. Every answer is drawn at random from the task's answer set: 
 start teaches the *shapes* of an answer, deliberately not which answer is right. What the
 model does better afterwards (using the template every time, then preferring the answers
 that pay) it learned from GRPO's rewards.
+
+The shapes depend on the chat family (``Profile.family``), because the rewards read each
+family's output through ``template.parse_completion``:
+
+- ``qwen2``: the template text (or the prose) is the assistant message's content.
+- ``qwen3`` with thinking off: the same content; the chat template puts the empty think
+  block before it, which with ``enable_thinking=False`` belongs to the prompt, as in GRPO.
+- ``gpt-oss``: the template's two parts go to the two harmony channels: the reasoning is
+  the message's ``thinking`` (the analysis channel), the bare answer its ``content`` (the
+  final channel). TRL decodes completions with ``skip_special_tokens=True``, which turns
+  that into ``analysis<reasoning>assistantfinal<answer>``, a form the parser maps onto the
+  template. The share that does not follow the format leaves its answer in the reasoning:
+  "The answer is yes." in the analysis channel and an empty final channel. Like the prose
+  of the Qwen families it has no answer to read, so it earns no correctness and almost no
+  format credit, and it reads the same with the special tokens kept or stripped. (A
+  final-channel-only answer would not: stripped, it decodes to ``final...``, which the
+  parser does not recognise.)
+
+The rows carry the profile's ``chat_template_kwargs`` (``enable_thinking``,
+``reasoning_effort``) in a ``chat_template_kwargs`` column, which ``SFTTrainer`` passes to
+the chat template, so the warm start sees the prompts exactly as GRPO renders them.
 """
 
 from __future__ import annotations
@@ -38,6 +59,8 @@ _ANSWER_SETS = {
 }
 
 
+_FAMILIES = ("qwen2", "qwen3", "gpt-oss")
+
 # One short reasoning line per answer type: the warm start is about the layout, and a
 # fixed line is learned in a few dozen steps where a varied one would take hundreds.
 _REASONING = {
@@ -47,31 +70,59 @@ _REASONING = {
 }
 
 
+def _message(family: str, kind: str, answer: str, follows: bool) -> dict:
+    """The warm start's assistant message for one drawn answer (see the module docstring)."""
+    if family == "gpt-oss":
+        if follows:
+            return {"role": "assistant", "thinking": _REASONING[kind], "content": answer}
+        return {"role": "assistant", "thinking": f"The answer is {answer}.", "content": ""}
+    text = format_completion(_REASONING[kind], answer) if follows else f"The answer is {answer}."
+    return {"role": "assistant", "content": text}
+
+
 def warmstart_dataset(
-    dataset: Dataset, seed: int = 0, template_share: float = 0.5, copies: int = 4
+    dataset: Dataset,
+    seed: int = 0,
+    template_share: float = 0.5,
+    copies: int = 4,
+    *,
+    family: str = "qwen2",
+    chat_template_kwargs: dict | None = None,
 ) -> Dataset:
     """Prompt/completion pairs with random (not gold) answers, ``template_share`` of them in
-    the template and the rest in plain prose.
+    the template and the rest in plain prose, shaped for the chat ``family``.
 
     Each prompt appears ``copies`` times with independently drawn completions, so the model
     learns a *distribution* per prompt. With one completion per prompt it would memorise it,
     sample the same completion G times, and GRPO's groups would carry no signal.
     Keeps TRL's conversational prompt-completion layout: ``prompt`` is the list of chat
-    messages, ``completion`` a one-message assistant turn.
+    messages, ``completion`` a one-message assistant turn. ``chat_template_kwargs`` (a
+    profile's) become a column of that name, which ``SFTTrainer`` applies per row.
+    The same ``seed`` draws the same answers and shares in every family.
     """
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown chat family {family!r}; valid: {', '.join(_FAMILIES)}")
     rng = random.Random(seed)
     rows = []
     for row in [r for r in dataset for _ in range(copies)]:
         kind = answer_type(row["task"])
         answer = rng.choice(_ANSWER_SETS[kind])
-        if rng.random() < template_share:
-            text = format_completion(_REASONING[kind], answer)
-        else:
-            text = f"The answer is {answer}."
-        rows.append(
-            {"prompt": row["prompt"], "completion": [{"role": "assistant", "content": text}]}
-        )
+        follows = rng.random() < template_share
+        out = {"prompt": row["prompt"], "completion": [_message(family, kind, answer, follows)]}
+        if chat_template_kwargs:
+            out["chat_template_kwargs"] = dict(chat_template_kwargs)
+        rows.append(out)
     return Dataset.from_list(rows)
+
+
+def profile_warmstart_dataset(profile: Profile, dataset: Dataset) -> Dataset:
+    """``warmstart_dataset`` for a profile: its seed, chat family and chat-template keywords."""
+    return warmstart_dataset(
+        dataset,
+        seed=profile.seed,
+        family=profile.family,
+        chat_template_kwargs=dict(profile.chat_template_kwargs),
+    )
 
 
 def sft_settings(profile: Profile, output_dir: Path, steps: int, **overrides) -> dict:
@@ -105,7 +156,8 @@ def sft_config(profile: Profile, output_dir: Path, steps: int, **overrides):
 def run_warmstart(
     profile: Profile, dataset: Dataset, output_dir: Path, *, force: bool = False
 ) -> Path:
-    """Fine-tune the profile's model on ``warmstart_dataset(dataset)`` and save it.
+    """Fine-tune the profile's model on ``profile_warmstart_dataset(profile, dataset)`` and
+    save it.
 
     Full fine-tuning (the tiny model has 0.7M parameters; LoRA on a random model learns
     little). Reuses a finished warm start in ``output_dir`` unless ``force``. Returns the
@@ -117,7 +169,7 @@ def run_warmstart(
     from .trl_compat import install_cpu_logprob_fallback
 
     install_cpu_logprob_fallback()
-    data = warmstart_dataset(dataset, seed=profile.seed)
+    data = profile_warmstart_dataset(profile, dataset)
     steps = profile.sft_warmup_steps
     stamp = _warmstart_stamp(profile, data, steps)
     stamp_path = output_dir / "warmstart.json"

@@ -83,7 +83,15 @@ def completion_text(completion) -> str:
         return completion
     if isinstance(completion, dict):
         content = completion.get("content", "")
-        return content if isinstance(content, str) else ""
+        content = content if isinstance(content, str) else ""
+        # TRL hands a parsed message when the tokenizer has a response schema (gpt-oss):
+        # the reasoning then travels in "thinking" / "reasoning_content".
+        thinking = completion.get("thinking") or completion.get("reasoning_content")
+        if isinstance(thinking, str) and thinking:
+            return (
+                f"{_HARMONY_ANALYSIS}{thinking}<|end|><|start|>assistant{_HARMONY_FINAL}{content}"
+            )
+        return content
     if isinstance(completion, list | tuple):
         return "".join(completion_text(m) for m in completion if isinstance(m, dict | str))
     return str(completion)
@@ -121,6 +129,8 @@ def _native_to_template(reasoning: str, reply: str) -> str:
         return reply.strip()
     if not reply.strip():
         return f"<reasoning>\n{reasoning.strip()}\n</reasoning>"
+    if not reasoning.strip():  # an empty think block / analysis channel is no reasoning
+        return f"<answer>\n{reply.strip()}\n</answer>"
     return format_completion(reasoning, reply)
 
 

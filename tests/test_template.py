@@ -121,3 +121,17 @@ def test_parse_never_raises_on_garbage():
         parsed = parse_completion(junk)
         assert parsed.answer is None
         assert not parsed.well_formed
+
+
+def test_parsed_message_with_thinking_keeps_the_reasoning():
+    message = {"role": "assistant", "thinking": "Compare arms.", "content": "B"}
+    parsed = parse_completion([message])
+    assert parsed.style == "harmony"
+    assert parsed.reasoning == "Compare arms." and parsed.answer == "B"
+
+
+def test_empty_native_reasoning_is_not_well_formed():
+    for text in ("<think>\n\n</think>\n\nThe answer is 55.", "analysisassistantfinalyes"):
+        parsed = parse_completion(text)
+        assert not parsed.well_formed
+        assert parsed.answer is not None  # still readable, just not in the template
