@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from medreason_lib import api_drift as ad
+from medreason_lib import export
 from medreason_lib.generation import GenerationSettings, hf_generate_kwargs
 from medreason_lib.generation_vllm import vllm_generate_kwargs, vllm_sampling_kwargs
 from medreason_lib.models import (
@@ -344,26 +345,20 @@ def test_load_lora_call_matches_unsloth_zoo(unsloth, zoo, course):
 
 # --------------------------------------------------------------------------- Unsloth: export
 
-# What the export module (not written yet) will call on the trained Unsloth model. Each row is
-# checked against the pinned Unsloth below: change it together with the export code.
-# "merged_4bit" is NOT here on purpose: this Unsloth refuses it and asks for "merged_4bit_forced"
-# (test_plain_merged_4bit_is_refused_by_this_unsloth).
+# What medreason_lib.export calls on the trained Unsloth model, with the keywords its own builders
+# make, for every value it offers (export.MERGE_METHODS, export.GGUF_QUANTIZATIONS). "merged_4bit"
+# is not among them on purpose: this Unsloth refuses it and asks for "merged_4bit_forced"
+# (test_plain_merged_4bit_is_refused_by_this_unsloth; export.unsloth_merged_kwargs refuses it too).
+# The adapter itself is written by training (trainer.save_model), and pushes upload the exported
+# folders with huggingface_hub, so save_lora and push_to_hub_* are not called.
 EXPORT_CALLS = [
-    ("save_lora", ("runs/3b/lora",), {}),
-    ("save_pretrained_merged", ("runs/3b/merged", TOKENIZER), {"save_method": "merged_16bit"}),
-    ("save_pretrained_merged", ("runs/3b/m4", TOKENIZER), {"save_method": "merged_4bit_forced"}),
-    ("save_pretrained_merged", ("runs/3b/lora", TOKENIZER), {"save_method": "lora"}),
-    ("save_pretrained_gguf", ("runs/3b/gguf", TOKENIZER), {"quantization_method": "q4_k_m"}),
-    ("save_pretrained_gguf", ("runs/3b/gguf", TOKENIZER), {"quantization_method": "q8_0"}),
-    (
-        "push_to_hub_merged",
-        ("user/medreason-3b", TOKENIZER),
-        {"save_method": "merged_16bit", "token": "hf_..."},
+    *(
+        ("save_pretrained_merged", ("runs/3b/merged", TOKENIZER), export.unsloth_merged_kwargs(m))
+        for m in export.MERGE_METHODS
     ),
-    (
-        "push_to_hub_gguf",
-        ("user/medreason-3b-GGUF", TOKENIZER),
-        {"quantization_method": "q4_k_m", "token": "hf_..."},
+    *(
+        ("save_pretrained_gguf", ("runs/3b/gguf", TOKENIZER), export.unsloth_gguf_kwargs(q))
+        for q in export.GGUF_QUANTIZATIONS
     ),
 ]
 
@@ -389,27 +384,6 @@ def _saving_method(unsloth, method: str) -> str:
     ids=[f"{m}-{i}" for i, (m, *_) in enumerate(EXPORT_CALLS)],
 )
 def test_export_calls_match_unsloth(unsloth, zoo, method, args, kwargs):
-    if method == "save_lora":
-        # model.save_lora = functools.partial(<helper>, model): unsloth_zoo's with a vLLM engine,
-        # unsloth's save_lora_adapter without. Both pass **kwargs to model.save_pretrained
-        # (peft's PeftModel.save_pretrained).
-        from peft import PeftModel
-
-        patch = unsloth.function(UTILS, "patch_peft_fast_inference")
-        assigned = set(patch.attribute_assignments("save_lora"))
-        assert assigned == {
-            "functools.partial(save_lora, model)",
-            "functools.partial(save_lora_adapter, model)",
-        }
-        for helper in (
-            zoo.function(ZOO_VLLM, "save_lora"),
-            unsloth.function(UTILS, "save_lora_adapter"),
-        ):
-            assert "model.save_pretrained" in helper.forwarded_to()
-            helper.signature().bind(MODEL, *args, **kwargs)
-            rest = set(kwargs) - helper.named_parameters()
-            ad.assert_keywords_exist(PeftModel.save_pretrained, rest, "PeftModel.save_pretrained")
-        return
     target = unsloth.function(SAVE, _saving_method(unsloth, method))
     ad.assert_keywords_exist(target, kwargs)
     bound = target.signature().bind(MODEL, *args, **kwargs)

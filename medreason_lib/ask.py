@@ -1,0 +1,185 @@
+"""Ask a trained model one question, formatted exactly as in training, and read its answer.
+
+``ask(model, question, context=..., options=...)`` builds the chat prompt with the same
+functions that built the training and evaluation prompts (``data.build_prompt``: the
+course's system prompt and the task's user-turn format), generates greedily through
+``generation.make_generate`` (any backend: a transformers or Unsloth model, a vLLM engine, a
+callable), and reads the completion with ``template.parse_completion`` and the rewards' own
+``answers.extract_answer``. The task decides the prompt format and how the answer is read:
+
+- ``options`` (four texts, A-D) -> a multiple-choice question (the MedQA format, letter);
+- ``context`` (an abstract) -> a PubMedQA question (yes / no / maybe);
+- ``task="gsm8k"`` -> an arithmetic question (a number).
+
+A question with neither options nor context has no training format, and ``ask`` says so
+rather than invent one. Every ``Answer`` carries the educational-use disclaimer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import answers, data, template
+from .profiles import Profile, get_profile
+
+DISCLAIMER = (
+    "Educational use only: this model was trained in a machine-learning course. Its answers "
+    "are not medical advice; do not use them for any decision about anyone's health."
+)
+
+
+class AskError(ValueError):
+    """A question that cannot be put in a training format (the message says what to give)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A model's reply to one question, read the way the rewards read it."""
+
+    question: str
+    task: str
+    answer: str | None  # normalised: "yes"/"no"/"maybe", "A".."D", a number; None = unreadable
+    answer_text: str | None  # the answer block as the model wrote it
+    reasoning: str | None
+    well_formed: bool  # one reasoning block, then one answer block, nothing after
+    truncated: bool | None  # cut at max_new_tokens (None: the backend cannot tell)
+    completion: str
+    prompt: list[dict]
+    disclaimer: str = DISCLAIMER
+
+    def __str__(self) -> str:
+        kind = answers.answer_type(self.task)
+        shown = self.answer if self.answer is not None else "(no readable answer)"
+        lines = [
+            f"question ({self.task}, answer type {kind}): {self.question}",
+            f"reasoning: {self.reasoning if self.reasoning is not None else '(none)'}",
+            f"answer: {shown}",
+        ]
+        if self.answer_text is not None and self.answer_text != self.answer:
+            written = self.answer_text if len(self.answer_text) <= 120 else self.answer_text[:117]
+            lines.append(
+                f"  (as written: {written!r}{'...' if written != self.answer_text else ''})"
+            )
+        if not self.well_formed:
+            lines.append("  (the completion does not follow the reasoning/answer template)")
+        if self.truncated:
+            lines.append("  (cut off at the token limit)")
+        lines.append(f"NOTE: {self.disclaimer}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def infer_task(
+    context: str | None = None, options: list[str] | None = None, task: str | None = None
+) -> str:
+    """The task whose training format fits the inputs (see the module docstring)."""
+    if task is not None:
+        if task not in data.TASKS:
+            raise AskError(f"unknown task {task!r}; valid: {', '.join(data.TASKS)}")
+        if task == "pubmedqa" and not context:
+            raise AskError("a PubMedQA question needs its context (--context ABSTRACT)")
+        if answers.answer_type(task) == "choice" and not options:
+            raise AskError(f"a {task} question needs its four options (--options A B C D)")
+        return task
+    if options and context:
+        raise AskError(
+            "give either options (a multiple-choice question) or a context (a yes/no/maybe "
+            "question about an abstract), not both: the model was trained on those two formats"
+        )
+    if options:
+        return "medqa"
+    if context:
+        return "pubmedqa"
+    raise AskError(
+        "the model was trained on three question formats, and this one has no format: give "
+        "--context ABSTRACT (a yes/no/maybe question), --options A B C D (multiple choice), "
+        "or --task gsm8k (an arithmetic question with a number as the answer)"
+    )
+
+
+def ask_prompt(
+    question: str,
+    context: str | None = None,
+    options: list[str] | None = None,
+    *,
+    task: str | None = None,
+) -> tuple[str, list[dict[str, str]]]:
+    """``(task, chat prompt)``: the prompt is ``data.build_prompt`` of the row, as in training."""
+    if not question or not question.strip():
+        raise AskError("the question is empty")
+    task = infer_task(context, options, task)
+    options = list(options or [])
+    if answers.answer_type(task) == "choice" and len(options) != 4:
+        raise AskError(f"a multiple-choice question needs exactly 4 options, got {len(options)}")
+    row = {"task": task, "question": question.strip(), "context": context or "", "options": options}
+    return task, data.build_prompt(row)
+
+
+def _generator(model_or_loaded, tokenizer, settings, lora_path):
+    from .generation import make_generate
+
+    inner = getattr(model_or_loaded, "model", None)
+    if inner is not None and hasattr(model_or_loaded, "tokenizer"):  # models.EvalModel
+        return make_generate(
+            inner,
+            tokenizer or model_or_loaded.tokenizer,
+            settings=settings,
+            lora_path=lora_path or getattr(model_or_loaded, "lora_path", None),
+        )
+    return make_generate(model_or_loaded, tokenizer, settings=settings, lora_path=lora_path)
+
+
+def ask(
+    model_or_loaded,
+    question: str,
+    context: str | None = None,
+    options: list[str] | None = None,
+    *,
+    task: str | None = None,
+    tokenizer=None,
+    profile: Profile | None = None,
+    max_new_tokens: int | None = None,
+    lora_path: str | Path | None = None,
+) -> Answer:
+    """Ask one question and return the parsed ``Answer`` (with the disclaimer).
+
+    ``model_or_loaded``: a ``(model, tokenizer)`` pair, a model with ``tokenizer=``, what
+    ``models.load_for_eval`` or ``load_trained`` returns, a vLLM engine, or a generate
+    callable. Decoding is greedy with the profile's chat-template keywords and completion
+    length (``max_new_tokens`` overrides it), as in the course's evaluation.
+    """
+    from .generation import GenerationSettings, to_completion
+
+    profile = profile or get_profile()
+    task, prompt = ask_prompt(question, context, options, task=task)
+    settings = GenerationSettings.from_profile(profile)
+    if max_new_tokens is not None:
+        settings = dataclasses.replace(settings, max_new_tokens=max_new_tokens)
+    generate = _generator(model_or_loaded, tokenizer, settings, lora_path)
+    completion = to_completion(list(generate([prompt]))[0])
+    parsed = template.parse_completion(completion.text)
+    return Answer(
+        question=question.strip(),
+        task=task,
+        answer=answers.extract_answer(completion.text, task, options or None),
+        answer_text=parsed.answer,
+        reasoning=parsed.reasoning,
+        well_formed=parsed.well_formed,
+        truncated=completion.truncated,
+        completion=completion.text,
+        prompt=prompt,
+    )
+
+
+def load_trained(profile: Profile, run_dir: str | Path | None = None):
+    """The trained model of a run (its base with its adapter), ready for ``ask``: what
+    ``models.load_for_eval`` returns (on a vLLM profile the adapter is applied by the engine)."""
+    from . import models
+    from .export import load_run
+
+    run = load_run(profile, run_dir)
+    return models.load_for_eval(profile, base=run.base_model, adapter=run.adapter_dir)

@@ -1,0 +1,225 @@
+"""The command line, end to end on a CPU from a fresh runs folder: train, eval, export, ask as
+`python -m medreason_lib` subprocesses; every subcommand's --help; and bad input answered with
+exit status 2 and one line, before any model is loaded."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from medreason_lib import cli, template
+from medreason_lib.ask import DISCLAIMER
+
+COMMANDS = ("plan", "train", "eval", "export", "ask")
+
+
+def _env(runs, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "MEDREASON_PROFILE")}
+    return env | {"MEDREASON_RUNS": str(runs), "HF_HUB_OFFLINE": "1"} | extra
+
+
+def medreason(runs, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    began = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "medreason_lib", *args],
+        env=env or _env(runs),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    took = time.perf_counter() - began
+    print(f"$ medreason {' '.join(args)}: exit {done.returncode}, {took:.1f} s")
+    return done
+
+
+def _assert_ok(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """train -> eval -> export -> ask, each a fresh process, as a learner runs them."""
+    runs = tmp_path_factory.mktemp("runs")
+    steps = {}
+    steps["train"] = medreason(
+        runs, "train", "--profile", "tiny", "--steps", "2", "--sft-steps", "40",
+        "--sample-every", "0",
+    )  # fmt: skip
+    steps["eval"] = medreason(runs, "eval", "--profile", "tiny", "--n", "2", "--quiet")
+    steps["export"] = medreason(runs, "export", "--profile", "tiny", "--merge", "--modelfile")
+    steps["ask"] = medreason(
+        runs, "ask", "--profile", "tiny", "Does daily walking lower blood pressure?",
+        "--context", "In a trial, walking lowered systolic pressure by 6 mm Hg.",
+        "--max-new-tokens", "24",
+    )  # fmt: skip
+    return runs, steps
+
+
+def test_train_eval_export_ask_from_a_fresh_state(pipeline):
+    runs, steps = pipeline
+    for done in steps.values():
+        _assert_ok(done)
+    run_dir = runs / "tiny" / "grpo"
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["profile"] == "tiny" and info["global_step"] == 2
+    assert "trained: 2 GRPO steps" in steps["train"].stdout
+
+    report = json.loads((runs / "tiny" / "eval" / "trained-n2.json").read_text())
+    assert len(report["ids"]) == 10  # 2 items x 5 benchmarks
+    assert "+ LoRA adapter@" in report["model"]  # the run's adapter on its base
+
+    out = steps["export"].stdout
+    assert "verified: the adapter is trained" in out
+    export = run_dir / "export"
+    assert (export / "adapter" / "adapter_model.safetensors").is_file()
+    assert (export / "merged" / "model.safetensors").is_file()
+    modelfile = (export / "Modelfile").read_text()
+    assert f'SYSTEM """{template.SYSTEM_PROMPT}"""' in modelfile and "FROM ./merged" in modelfile
+    assert "vllm serve " in out and "--chat-template" in out
+    assert (export / "vllm" / "chat_template.jinja").is_file()
+
+    said = steps["ask"].stdout
+    assert "question (pubmedqa, answer type yes_no_maybe)" in said
+    assert "answer: " in said and DISCLAIMER in said
+
+
+def test_ask_a_merged_folder(pipeline):
+    runs, _ = pipeline
+    merged = runs / "tiny" / "grpo" / "export" / "merged"
+    done = medreason(
+        runs, "ask", "--profile", "tiny", "Which drug?", "--options", "a", "b", "c", "d",
+        "--model", str(merged), "--max-new-tokens", "8",
+    )  # fmt: skip
+    _assert_ok(done)
+    assert "question (medqa, answer type choice)" in done.stdout and DISCLAIMER in done.stdout
+
+
+def test_export_fails_when_the_adapter_did_not_train(tmp_path, monkeypatch, capsys):
+    """A run whose adapter is untrained (all LoRA B zero) exports with exit status 1."""
+    from medreason_lib import export
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.tiny import tiny_model_path
+
+    monkeypatch.setenv("MEDREASON_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("MEDREASON_PROFILE", "tiny")  # restored after: --profile sets it
+    monkeypatch.setenv("MEDREASON_NOTEBOOK", "test_cli")  # course.start would set it
+    run_dir = tmp_path / "zero-run"
+    base = tiny_model_path("qwen2")
+    export.untrained_adapter(PROFILES["tiny"], base, run_dir / "adapter")
+    info = {"profile": "tiny", "base_model": str(base), "adapter_dir": "adapter", "global_step": 0}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    args = ["export", "--profile", "tiny", "--run-dir", str(run_dir), "--merge", "--modelfile"]
+    assert cli.main(args) == 1
+    out = capsys.readouterr()
+    assert "NOT VERIFIED" in out.out and "did NOT verify" in out.err
+    assert "export stopped" in out.out and not (run_dir / "export" / "Modelfile").exists()
+
+
+def test_train_with_a_vllm_server_passes_trls_server_settings(monkeypatch, tmp_path):
+    """``--vllm-server`` turns the in-process engine off and TRL's server mode on; GRPOConfig
+    accepts the settings (the run itself needs two GPUs, which the tests do not have)."""
+    from medreason_lib import training
+    from medreason_lib.training_config import grpo_config
+
+    monkeypatch.setenv("MEDREASON_PROFILE", "tiny")  # restored after: --profile sets it
+    calls = []
+    finished = SimpleNamespace(global_step=1, train_seconds=1.0, run_dir=tmp_path,
+                               adapter_dir=tmp_path / "adapter", base_model="base")  # fmt: skip
+
+    def fake_train(profile, **kwargs):
+        calls.append((profile, kwargs))
+        return finished
+
+    monkeypatch.setattr(cli, "_start", lambda args: None)  # a GPU profile would import Unsloth
+    monkeypatch.setattr(training, "train", fake_train)
+    assert cli.main(["train", "--profile", "3b", "--vllm-server", "http://localhost:8000"]) == 0
+    ((profile, kwargs),) = calls
+    assert profile.name == "3b" and profile.use_vllm is False
+    assert kwargs["use_vllm"] is True and kwargs["vllm_mode"] == "server"
+    assert kwargs["vllm_server_base_url"] == "http://localhost:8000"
+    config = grpo_config(profile, tmp_path, **cli.vllm_server_overrides("http://localhost:8000"))
+    assert (config.use_vllm, config.vllm_mode) == (True, "server")
+
+
+def test_vllm_server_on_tiny_is_refused(capsys, monkeypatch):
+    monkeypatch.setenv("MEDREASON_PROFILE", "tiny")
+    assert cli.main(["train", "--profile", "tiny", "--vllm-server", "http://x:8000"]) == 2
+    assert "GPU profile" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m medreason_lib {command}") and "--profile" in out
+
+
+def test_module_entry_point_help(tmp_path):
+    done = medreason(tmp_path, "--help", timeout=60)
+    _assert_ok(done)
+    for command in COMMANDS:
+        assert command in done.stdout
+
+
+def test_plan_prints_the_memory_plan(capsys, monkeypatch):
+    monkeypatch.setenv("MEDREASON_PROFILE", "tiny")  # restored after: --profile sets it
+    assert cli.main(["plan", "--profile", "3b", "--gpu", "T4"]) == 0
+    out = capsys.readouterr().out
+    assert "total" in out and "T4 (15.0 GB): fits" in out
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _assert_usage_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("python -m medreason_lib ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    """A run folder that passes the cheap checks (the errors come before any loading)."""
+    run_dir = tmp_path / "runs" / "tiny" / "grpo"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"profile": "tiny"}))
+    return tmp_path / "runs"
+
+
+def test_a_missing_run_directory(tmp_path):
+    for command in (["export"], ["eval"], ["ask", "Q?", "--context", "C."]):
+        done = medreason(tmp_path, *command, "--profile", "tiny", "--run-dir", str(tmp_path / "no"))
+        _assert_usage_error(done, "no finished training run", "train --profile tiny")
+
+
+def test_gguf_on_a_cpu(fake_run):
+    done = medreason(fake_run, "export", "--profile", "tiny", "--gguf", "q4_k_m")
+    _assert_usage_error(done, "GGUF export needs the GPU path", "--merge")
+
+
+def test_push_without_a_token(fake_run):
+    done = medreason(fake_run, "export", "--profile", "tiny", "--push", "someone/medreason")
+    _assert_usage_error(done, "HF_TOKEN")
+
+
+def test_questions_without_a_format_and_bad_numbers(fake_run):
+    _assert_usage_error(medreason(fake_run, "ask", "--profile", "tiny", "Dose?"), "--context")
+    _assert_usage_error(
+        medreason(fake_run, "train", "--profile", "tiny", "--steps", "0"), "--steps"
+    )
+    _assert_usage_error(medreason(fake_run, "plan", "--profile", "3b", "--gpu", "T5"), "T4")
+    tiny_run = str(fake_run / "tiny" / "grpo")
+    wrong = medreason(fake_run, "export", "--profile", "3b", "--run-dir", tiny_run)
+    _assert_usage_error(wrong, "trained with profile 'tiny'", "--profile tiny")
