@@ -200,5 +200,6 @@ def train(
         "reward_seconds": run.reward_seconds,
         "train_seconds": run.train_seconds,
     }
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    if trainer.is_world_process_zero():  # under accelerate, one process writes
+        (run_dir / "run.json").write_text(json.dumps(info, indent=2))
     return run
