@@ -27,55 +27,66 @@ from .profiles import CPU_STAND_IN, ENV_VAR, Profile, get_profile, gpu_memory_gb
 NOTEBOOK_DIR = paths.repo_root() / "notebooks"
 NOTEBOOK_ENV = "MEDREASON_NOTEBOOK"
 
+# ``tiny_seconds``: each notebook's time in one `make course` run on a 2-core CPU
+# (runs/tiny/course_report.json, 2026-11-22), with cached tiny models; a first run builds them.
 COURSE_MAP: list[dict[str, str]] = [
     {
         "notebook": "00_setup_and_tour",
+        "tiny_seconds": "10",
         "teaches": "environment check, profiles, the course map",
         "relates_to": "all three reference models (which notebook reproduces which recipe)",
     },
     {
         "notebook": "01_template_and_format_rewards",
+        "tiny_seconds": "5",
         "teaches": "the reasoning/answer template, parsing, three format rewards, reward hacking",
         "relates_to": "MedQwen3B-Reasoner's template and format rewards",
     },
     {
         "notebook": "02_medical_data_and_answer_rewards",
+        "tiny_seconds": "8",
         "teaches": "PubMedQA, MedQA, MedMCQA, MMLU, GSM8K as prompts; the 70/30 mix; "
         "correctness per answer type; decontamination",
         "relates_to": "MedQwen3B-Reasoner's 70% PubMedQA / 30% GSM8K mix",
     },
     {
         "notebook": "03_baseline_evaluation",
+        "tiny_seconds": "11",
         "teaches": "the evaluation harness; the untrained model's accuracy, format rate and "
         "answer distribution, with confidence intervals",
         "relates_to": "the 'before' column of every published model card",
     },
     {
         "notebook": "04_grpo_qwen_3b",
+        "tiny_seconds": "76",
         "teaches": "GRPO by hand, then GRPOTrainer with the course rewards; reading the "
         "training curves; checkpoints and resume",
         "relates_to": "MedQwen3B-Reasoner (GRPO on Qwen2.5-3B-Instruct)",
     },
     {
         "notebook": "05_evaluate_and_compare",
+        "tiny_seconds": "11",
         "teaches": "before/after on the same items and settings; error analysis; "
         "which published numbers are comparable",
         "relates_to": "published PubMedQA/MedQA/MedMCQA results of 3-20B medical models",
     },
     {
         "notebook": "06_scale_qwen3_8b",
+        "tiny_seconds": "70",
         "teaches": "the same pipeline on Qwen3-8B: thinking mode, LoRA targets, the memory "
         "plan per GPU, vLLM settings",
         "relates_to": "Qwen3-8B medical reasoners (SFT, then GRPO)",
     },
     {
         "notebook": "07_scale_gpt_oss_20b",
+        "tiny_seconds": "83",
         "teaches": "a mixture-of-experts model in 4-bit on one GPU; harmony channels and how "
         "rewards and evaluation read them",
         "relates_to": "the gpt-oss-20b medical model fine-tuned with Unsloth",
     },
     {
         "notebook": "08_export_and_serve",
+        "tiny_seconds": "11",
         "teaches": "save, merge, verify the adapter really trained; GGUF, Ollama, vLLM; "
         "asking the model",
         "relates_to": "MedQwen3B-Reasoner's card: every engine needs the system prompt",
@@ -263,9 +274,15 @@ def profiles_markdown() -> str:
 
 def course_map_markdown() -> str:
     """The README's course map, made from ``COURSE_MAP``."""
-    lines = ["| notebook | what it teaches | relates to |", "|---|---|---|"]
-    for entry in COURSE_MAP:
-        lines.append(f"| `{entry['notebook']}` | {entry['teaches']} | {entry['relates_to']} |")
+    lines = [
+        "| notebook | what it teaches | tiny, CPU | GPU profiles | relates to |",
+        "|---|---|---|---|---|",
+    ]
+    for e in COURSE_MAP:
+        lines.append(
+            f"| `{e['notebook']}` | {e['teaches']} | {e['tiny_seconds']} s | not measured yet | "
+            f"{e['relates_to']} |"
+        )
     return "\n".join(lines)
 
 
