@@ -20,12 +20,7 @@ FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
 ROW = {"task": "pubmedqa", "question": "Q?", "context": "C.", "options": []}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

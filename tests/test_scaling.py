@@ -11,7 +11,6 @@ import shutil
 
 import pandas as pd
 import pytest
-import torch
 
 from medreason_lib import evaluation, rewards, template
 from medreason_lib.generation import GenerationSettings, HFGenerator
@@ -26,12 +25,7 @@ STEPS, WINDOW = 12, 4
 QWEN3_EMPTY_THINK = "<think>\n\n</think>\n\n"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
