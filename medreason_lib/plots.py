@@ -15,8 +15,6 @@ from collections.abc import Sequence
 
 from .evaluation import EvalReport, ci_half_width
 
-ORDER = ("unparsed", "failed")
-
 
 def _as_dict(reports: EvalReport | dict[str, EvalReport]) -> dict[str, EvalReport]:
     if isinstance(reports, EvalReport):
@@ -69,29 +67,11 @@ def _n(reports: dict[str, EvalReport], task: str) -> int:
 
 def plot_answer_distribution(report: EvalReport, tasks: Sequence[str] | None = None):
     """Per task, the share of each answer the model gave (including "unparsed" and "failed")
-    beside the share of each gold answer. Tasks without a closed answer set are skipped."""
-    import matplotlib.pyplot as plt
+    beside the share of each gold answer. Tasks without a closed answer set are skipped.
+    (The one-report case of ``eval_plots.plot_answer_distributions``.)"""
+    from .eval_plots import plot_answer_distributions
 
-    closed = [t for t, s in report.by_task.items() if s.confusion is not None]
-    tasks = [t for t in (tasks or closed) if t in closed]
-    if not tasks:
-        raise ValueError("no task with a closed answer set (yes/no/maybe or A-D) in the report")
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        s = report.by_task[task]
-        labels = [*s.confusion, *ORDER]
-        said = [s.answer_counts.get(label, 0) / s.n for label in labels]
-        gold = [s.gold_counts.get(label, 0) / s.n for label in labels]
-        xs = range(len(labels))
-        ax.bar([x - 0.2 for x in xs], said, 0.4, label="model")
-        ax.bar([x + 0.2 for x in xs], gold, 0.4, label="gold")
-        ax.set_xticks(list(xs), labels, rotation=45)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{task} (n={s.n})")
-    axes[0][0].set_ylabel("share of items")
-    axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
-    return fig
+    return plot_answer_distributions({"model": report}, tasks)
 
 
 def plot_ci_width(ns: Sequence[int] = (25, 50, 100, 200, 500, 1000, 2000), p: float = 0.5):
