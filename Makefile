@@ -14,7 +14,7 @@ TORCH_INDEX   ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP   := $(VENV)/.medreason-installed
 
-.PHONY: setup course test test-slow lint format bench clean help wheels
+.PHONY: setup course test test-slow lint format bench clean help wheels gpu-wheels
 
 help:
 	@echo "make course    run every notebook in order under the profile that fits this machine"
@@ -80,7 +80,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	@for f in benchmarks/*.py; do echo "== $$f"; MEDREASON_PROFILE=tiny $(PY) $$f || exit 1; done
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; MEDREASON_PROFILE=tiny $(PY) $$f || exit 1; done
+
+# The wheels a GPU smoke run carries to a machine with no internet (benchmarks/README.md).
+gpu-wheels: $(STAMP)
+	$(PY) benchmarks/prepare_gpu_wheels.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
