@@ -15,6 +15,10 @@ template. Three things the widely copied versions get wrong are right here:
    reasoning 0, so their logged format rewards sit at 0.0 for the whole run.
 2. Repeating the tags never earns more format credit than one well-formed block.
 3. Text after ``</answer>`` costs credit (the model should stop when it has answered).
+4. A hollow reasoning block (empty, whitespace, punctuation, a single word: ``"..."``,
+   ``"Reasoning"``) earns no strict or soft format credit: the template is there to hold
+   reasoning. Beyond that, length earns nothing: two words of reasoning and two hundred get
+   the same format reward (there is no length reward; a long one would be gamed with filler).
 
 A reward never raises on what a model wrote: None, empty text, 1 MB of text, unbalanced
 tags or odd unicode all give a float, 0.0 where nothing is earned.
@@ -40,6 +44,8 @@ __all__ = [
     "answer_type",
     "correctness_reward",
     "extract_answer",
+    "follows_format",
+    "has_reasoning",
     "is_correct",
     "normalize_answer",
     "score_completions",
@@ -54,35 +60,61 @@ TRAILING_PENALTY_PER_CHAR = 0.001
 
 # The answer block must hold something: an empty one earns no format credit here.
 _SOFT = re.compile(r"\s*<reasoning>.*?</reasoning>\s*<answer>\s*\S.*?</answer>", re.DOTALL)
+# A word: a run of letters or digits, or one CJK character (those scripts use no spaces).
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
+MIN_REASONING_WORDS = 2
 
 
-def _canonical(completion) -> str:
-    """The completion as template text (think blocks and harmony channels mapped onto it)."""
-    return parse_completion(completion).canonical
+def has_reasoning(reasoning: str | None) -> bool:
+    """True when a reasoning block's text holds at least two different words.
+
+    Empty, whitespace-only, punctuation-only and one-word blocks ("...", "Reasoning",
+    "yes yes yes") are hollow. Nothing more is asked: a two-word block and a long one count
+    the same, so no completion earns anything for being longer.
+    """
+    if not reasoning:
+        return False
+    words = set()
+    for m in _WORD.finditer(reasoning):
+        words.add(m.group().lower())
+        if len(words) >= MIN_REASONING_WORDS:
+            return True
+    return False
 
 
 def strict_format_reward(completions, **kwargs) -> list[float]:
-    """0.5 when the completion is exactly the template, newline for newline, once.
+    """0.5 when the completion is exactly the template, newline for newline, once, and its
+    reasoning block holds reasoning (``has_reasoning``).
 
     ``<reasoning>\\n...\\n</reasoning>\\n<answer>\\n...\\n</answer>`` and nothing around it
     but whitespace; the blocks themselves may span many lines.
     """
-    return [FORMAT_REWARD if is_strict_template(_canonical(c)) else 0.0 for c in completions]
+    scores = []
+    for c in completions:
+        parsed = parse_completion(c)
+        ok = is_strict_template(parsed.canonical) and has_reasoning(parsed.reasoning)
+        scores.append(FORMAT_REWARD if ok else 0.0)
+    return scores
+
+
+def follows_format(completion) -> bool:
+    """The soft format: one reasoning block that holds reasoning (``has_reasoning``), then
+    one non-empty answer block; whitespace anywhere between and inside the tags."""
+    parsed = parse_completion(completion)
+    text = parsed.canonical
+    once = all(text.count(t) == 1 for t in (REASONING_OPEN, REASONING_CLOSE))
+    once = once and all(text.count(t) == 1 for t in (ANSWER_OPEN, ANSWER_CLOSE))
+    return once and _SOFT.match(text) is not None and has_reasoning(parsed.reasoning)
 
 
 def soft_format_reward(completions, **kwargs) -> list[float]:
-    """0.5 when the completion starts with one reasoning block followed by one answer block.
+    """0.5 when the completion ``follows_format``: one reasoning block (holding reasoning)
+    followed by one answer block.
 
     Whitespace between and inside the tags is free, text after ``</answer>`` is tolerated
     here (``xml_count_reward`` charges for it), and a second block of either kind voids it.
     """
-    scores = []
-    for c in completions:
-        text = _canonical(c)
-        once = all(text.count(t) == 1 for t in (REASONING_OPEN, REASONING_CLOSE))
-        once = once and all(text.count(t) == 1 for t in (ANSWER_OPEN, ANSWER_CLOSE))
-        scores.append(FORMAT_REWARD if once and _SOFT.match(text) else 0.0)
-    return scores
+    return [FORMAT_REWARD if follows_format(c) else 0.0 for c in completions]
 
 
 def xml_count(text: str) -> float:
@@ -108,7 +140,7 @@ def xml_count(text: str) -> float:
 
 def xml_count_reward(completions, **kwargs) -> list[float]:
     """Tag-by-tag partial credit (see ``xml_count``): a gradient before the format is whole."""
-    return [xml_count(_canonical(c)) for c in completions]
+    return [xml_count(parse_completion(c).canonical) for c in completions]
 
 
 def _per_row(value, n: int, name: str) -> list:

@@ -79,9 +79,39 @@ def test_partial_template_gets_partial_credit_only():
 
 
 def test_soft_accepts_inline_layout_strict_does_not():
-    inline = "<reasoning>short</reasoning> <answer>yes</answer>"
+    inline = "<reasoning>short reasoning</reasoning> <answer>yes</answer>"
     assert soft_format_reward([inline]) == [FORMAT_REWARD]
     assert strict_format_reward([inline]) == [0.0]
+
+
+@pytest.mark.parametrize(
+    "hollow",
+    ["", "   \n\t ", "...", "?!", "Reasoning", "yes", "**Thinking**", "yes yes yes", "-- 42 --"],
+)
+def test_hollow_reasoning_earns_no_strict_or_soft_format_credit(hollow):
+    for text in (
+        f"<reasoning>\n{hollow}\n</reasoning>\n<answer>\nyes\n</answer>",
+        f"<reasoning>{hollow}</reasoning><answer>yes</answer>",
+        f"<think>\n{hollow}\n</think>\n\nyes",  # Qwen3's think block, read as the template
+    ):
+        assert strict_format_reward([text]) == [0.0], text
+        assert soft_format_reward([text]) == [0.0], text
+    full = score_completions([format_completion(hollow, "yes")], answer=["yes"], task=["pubmedqa"])[
+        "total"
+    ][0]
+    assert full < score_completions([GOOD], answer=["yes"], task=["pubmedqa"])["total"][0]
+
+
+@pytest.mark.parametrize("short", ["Trial positive.", "RR 0.7", "因为试验有效"])
+def test_longer_reasoning_earns_nothing_extra(short):
+    long = "\n".join(["The randomised trial enrolled 400 patients across 12 centres."] * 40)
+    short_c, long_c = format_completion(short, "yes"), format_completion(long, "yes")
+    assert len(long_c) > 20 * len(short_c)
+    for fn in [*FORMAT_FUNCS, correctness_reward]:
+        scores = fn([short_c, long_c], answer=["yes", "yes"], task=["pubmedqa", "pubmedqa"])
+        assert scores[0] == scores[1] > 0, fn.__name__
+    totals = score_completions([short_c, long_c], answer=["yes"] * 2, task=["pubmedqa"] * 2)
+    assert totals["total"][0] == totals["total"][1] == 3 * FORMAT_REWARD + CORRECT_REWARD
 
 
 def test_think_and_harmony_completions_are_read_as_the_template():
