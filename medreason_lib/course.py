@@ -248,7 +248,7 @@ PROFILE_NOTEBOOKS = {
 def profiles_markdown() -> str:
     """The README's profile table, made from ``PROFILES`` and the memory planner (a test
     keeps the README in sync)."""
-    from .memory import GPUS, plan_for_profile
+    from .memory import plan_for_profile, smallest_gpu
     from .profiles import PROFILES
 
     lines = [
@@ -261,8 +261,7 @@ def profiles_markdown() -> str:
         if not p.is_tiny:
             speed = "not measured yet"
             memory = f"{plan_for_profile(p).total_gb:.1f} GB"
-            fitting = [g for g in GPUS.values() if plan_for_profile(p, gpu=g.name).fits()]
-            smallest = min(fitting, key=lambda g: g.memory_gb).name if fitting else "none listed"
+            smallest = smallest_gpu(p)  # fits with the planner's margin, and is practical
         used = PROFILE_NOTEBOOKS.get(p.name, "")
         lines.append(
             f"| `{p.name}` | `{p.model_id}` | {'yes' if p.load_in_4bit else 'no'} | "

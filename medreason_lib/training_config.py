@@ -32,6 +32,9 @@ default that may change), and the ones the hardware dictates are derived:
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import warnings
 from pathlib import Path
 
 from datasets import Dataset
@@ -101,12 +104,35 @@ def filter_long_prompts(dataset: Dataset, tokenizer, profile: Profile) -> Datase
     return dataset.select(keep)
 
 
-def preflight(profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None) -> None:
+def gpu_has_bf16() -> bool | None:
+    """Whether the first NVIDIA GPU has bf16 (compute capability 8.0 or newer: Ampere, a T4 is
+    7.5), from ``nvidia-smi`` so that CUDA is not initialised; None when it cannot tell."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+        return float(out.split()[0]) >= 8.0
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def preflight(
+    profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None, bf16: bool | None = None
+) -> None:
     """Fail early, with the setting at fault named, before a model is loaded.
 
     Checks the dataset's columns, the batch/num_generations divisibility, that prompt plus
     completion fit the sequence length, and that the GPU (if any) has the memory the
-    memory planner says the run needs (``memory.plan_for_profile``; vLLM's share included).
+    memory planner says the run needs with its margin (``memory.plan_for_profile``; vLLM's
+    share included). ``bf16``: whether the GPU has bf16 (None: ``gpu_has_bf16()``). A run
+    that fits but is impractical on this GPU (``MemoryPlan.impractical``: gpt-oss GRPO
+    without bf16) gets a printed warning with the reason and what to do instead.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
     if missing:
@@ -136,14 +162,22 @@ def preflight(profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None
                 f"profile {profile.name!r} needs an NVIDIA GPU and none was found; "
                 "use MEDREASON_PROFILE=tiny on a CPU"
             )
-        planned = plan_for_profile(profile, "grpo", gpu=gpu_gb)
+        bf16 = gpu_has_bf16() if bf16 is None else bf16
+        planned = plan_for_profile(profile, "grpo", gpu=gpu_gb, bf16=bf16)
+        slow = " ".join(planned.impractical)
         if not planned.fits():
             advice = "; ".join(planned.advice[:3]) or "use a smaller profile"
             raise ConfigError(
                 f"profile {profile.name!r} needs about {planned.total_gb:.1f} GB of GPU memory "
-                f"(medreason_lib.memory plan) and this GPU has {gpu_gb:.1f} GB. Lower first: "
-                f"{advice}"
+                f"(medreason_lib.memory plan), {planned.required_gb:.1f} GB with the planner's "
+                f"{planned.required_gb / planned.total_gb - 1:.0%} margin (its largest error "
+                f"against published figures), and this GPU has {gpu_gb:.1f} GB. Lower first: "
+                f"{advice}" + (f". Besides: {slow}" if slow else "")
             )
+        if slow:
+            message = f"profile {profile.name!r} fits this GPU but is impractical on it: {slow}"
+            print(f"WARNING: {message}")
+            warnings.warn(message, stacklevel=2)
 
 
 def grpo_settings(profile: Profile, output_dir: str | Path, **overrides) -> dict:
