@@ -13,6 +13,11 @@ Two checks, the ones commonly used for benchmark contamination:
 
 ``ratio`` is the default rather than ``token_set_ratio``: the latter scores 100 whenever one
 question's words are a subset of the other's, which flags short generic questions.
+
+``decontaminate_against(train, {name: eval set, ...})`` runs both checks against several
+evaluation sets at once, adds a third (the same item: an evaluation id, or a listed test id
+such as a PubMedQA test PMID, in the training data), and counts the removed rows per
+training task (``Contamination``). ``training.train`` calls it on every training mix.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ class Collision:
 
     train_id: str
     eval_id: str
-    reason: str  # "ngram" | "fuzzy"
-    score: float  # 100.0 for an n-gram hit, else the fuzzy similarity
+    reason: str  # "ngram" | "fuzzy" | "id" (the same item)
+    score: float  # 100.0 for an n-gram or id hit, else the fuzzy similarity
     detail: str = ""  # the shared n-gram, or the eval question
 
     def __str__(self) -> str:
+        if self.reason == "id":
+            return f"{self.train_id}: an evaluation item itself (same id)"
         what = f"ngram '{self.detail}'" if self.reason == "ngram" else f"fuzzy {self.score:.1f}"
         return f"{self.train_id} ~ {self.eval_id}: {what}"
 
@@ -173,3 +180,101 @@ def decontaminate(
     if verbose:
         print(report)
     return train, report
+
+
+# --------------------------------------------------------------------------- many eval sets
+
+
+@dataclass
+class Contamination:
+    """What ``decontaminate_against`` removed from a training set, per training task.
+
+    ``removed``: training task -> rows removed; ``checked``: evaluation set -> rows checked
+    against; ``by_set``: evaluation set -> rows removed because of it; ``by_reason``:
+    "id" (the same item: a PubMedQA test PMID, the same task and id), "ngram", "fuzzy".
+    """
+
+    n_train: int
+    removed: dict[str, int]
+    checked: dict[str, int]
+    by_set: dict[str, int]
+    by_reason: dict[str, int]
+    collisions: list[Collision] = field(default_factory=list)
+
+    @property
+    def n_removed(self) -> int:
+        return sum(self.removed.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "removed": self.removed,
+            "checked": self.checked,
+            "by_set": self.by_set,
+            "by_reason": self.by_reason,
+            "removed_ids": [c.train_id for c in self.collisions[:200]],
+        }
+
+    def __str__(self) -> str:
+        per_task = ", ".join(f"{t} {n}" for t, n in self.removed.items()) or "none"
+        sets = ", ".join(f"{name} ({n})" for name, n in self.checked.items())
+        reasons = ", ".join(f"{k} {v}" for k, v in self.by_reason.items())
+        lines = [
+            f"decontamination: removed {self.n_removed} of {self.n_train} training rows "
+            f"(per task: {per_task}; by check: {reasons})",
+            f"  checked against every evaluation set: {sets}",
+        ]
+        lines += [f"  {c}" for c in self.collisions[:10]]
+        if len(self.collisions) > 10:
+            lines.append(f"  ... and {len(self.collisions) - 10} more")
+        return "\n".join(lines)
+
+
+def decontaminate_against(
+    train: Dataset,
+    evals: dict[str, Dataset],
+    *,
+    test_ids: dict[str, set[str]] | None = None,
+    ngram: int = 13,
+    fuzzy_threshold: float = 90.0,
+    verbose: bool = True,
+) -> tuple[Dataset, Contamination]:
+    """Drop the rows of ``train`` (columns ``id``, ``task``, ``question``, ``context``) that
+    are an item of any evaluation set in ``evals`` (name -> dataset), or overlap one.
+
+    Three checks, every training row against every evaluation set, whatever its task:
+    the same item (the same task and id, or an id in ``test_ids[task]``, e.g. the official
+    PubMedQA test PMIDs), a shared ``ngram``-word run, a fuzzy question similarity of at
+    least ``fuzzy_threshold`` (``decontaminate``). Row order is kept. Prints the summary.
+    """
+    from datasets import concatenate_datasets
+
+    names = {}
+    for name, ds in evals.items():
+        names.update((e, name) for e in ds["id"])
+    blocked = {(t, i) for ds in evals.values() for t, i in zip(ds["task"], ds["id"], strict=True)}
+    for task, ids in (test_ids or {}).items():
+        blocked |= {(task, str(i)) for i in ids}
+    tasks, ids = list(train["task"]), list(train["id"])
+    same = {k for k, key in enumerate(zip(tasks, ids, strict=True)) if key in blocked}
+    collisions = [Collision(ids[k], ids[k], "id", 100.0, "same item") for k in sorted(same)]
+    rest = train.select([k for k in range(len(train)) if k not in same]) if same else train
+    columns = ["id", "task", "question", "context"]
+    pooled = [ds.select_columns(columns) for ds in evals.values() if len(ds)]
+    kept = rest
+    if pooled:
+        joined = concatenate_datasets(pooled)
+        kept, report = decontaminate(rest, joined, ngram, fuzzy_threshold, verbose=False)
+        collisions += report.removed
+    task_of = dict(zip(ids, tasks, strict=True))
+    removed = Counter(task_of[c.train_id] for c in collisions)
+    summary = Contamination(
+        n_train=len(train),
+        removed={t: removed.get(t, 0) for t in dict.fromkeys(tasks)},
+        checked={name: len(ds) for name, ds in evals.items()},
+        by_set=dict(Counter(names.get(c.eval_id, "test ids") for c in collisions)),
+        by_reason={r: sum(c.reason == r for c in collisions) for r in ("id", "ngram", "fuzzy")},
+        collisions=collisions,
+    )
+    if verbose:
+        print(summary)
+    return kept, summary

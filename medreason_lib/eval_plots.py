@@ -5,6 +5,9 @@
   A model that learned to say one answer to everything shows up here, not in the accuracy.
 - ``plot_completion_lengths``: how long the completions were, per report, with the token
   limit marked; a pile-up at the limit means truncated answers.
+- ``plot_confusion_matrices``: one task's confusion matrix per report (gold x answered, with
+  the ``unparsed`` column), each row coloured by its share and labelled with its recall:
+  whether a model ever says "maybe", and to which questions, is read off here.
 
 Each returns the matplotlib ``Figure`` (``plots`` has the single-report charts).
 """
@@ -45,6 +48,46 @@ def plot_answer_distributions(reports: dict[str, EvalReport], tasks: Sequence[st
         ax.set_title(f"{task} (n={any_stats.n})")
     axes[0][0].set_ylabel("share of items")
     axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrices(reports: dict[str, EvalReport], task: str = "pubmedqa"):
+    """Side by side, one heatmap per report: rows are the gold labels (with their count and
+    recall), columns what the model answered, ``unparsed`` included (``failed`` too when
+    any item failed). Cells hold counts; the colour is the share of the row."""
+    import matplotlib.pyplot as plt
+
+    stats = {}
+    for label, report in reports.items():
+        s = report.by_task.get(task)
+        if s is None or s.confusion is None:
+            raise ValueError(f"report {label!r} has no confusion matrix for {task!r}")
+        stats[label] = s
+    failed = any(s.failed for s in stats.values())
+    fig, axes = plt.subplots(1, len(stats), figsize=(3.9 * len(stats), 3.3), squeeze=False)
+    for ax, (label, s) in zip(axes[0], stats.items(), strict=True):
+        golds = list(s.confusion)
+        cols = [c for c in s.confusion[golds[0]] if c != "failed" or failed]
+        counts = [[s.confusion[g][c] for c in cols] for g in golds]
+        shares = [[v / max(sum(row), 1) for v in row] for row in counts]
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        for i, row in enumerate(counts):
+            for j, value in enumerate(row):
+                dark = shares[i][j] > 0.6
+                ax.text(j, i, value, ha="center", va="center", color="white" if dark else "black")
+        recall = s.recall or {}
+        ylabels = [
+            f"{g} (n={sum(counts[i])}, recall "
+            + ("-" if recall.get(g) is None else f"{100 * recall[g]:.0f}%")
+            + ")"
+            for i, g in enumerate(golds)
+        ]
+        ax.set_xticks(range(len(cols)), cols, rotation=30)
+        ax.set_yticks(range(len(golds)), ylabels)
+        ax.set_xlabel("answered")
+        ax.set_title(f"{label}: {task} ({s.accuracy:.0%} right)")
+    axes[0][0].set_ylabel("gold")
     fig.tight_layout()
     return fig
 

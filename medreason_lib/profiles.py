@@ -60,9 +60,10 @@ class Profile:
     train_size: int = 2000
     eval_size: int = 200  # items per benchmark in the quick evaluation
     mix_weights: dict = field(default_factory=lambda: {"pubmedqa": 0.7, "gsm8k": 0.3})
-    # The labelled PubMedQA train split has 500 rows; larger mixes train on pqa_artificial
-    # (211k machine-labelled yes/no questions), as PubMedQA's authors and most GRPO recipes do.
-    train_splits: dict = field(default_factory=lambda: {"pubmedqa": "train_artificial"})
+    # Each task's training pool: a split name or a tuple of them. PubMedQA pools its 500
+    # labelled non-test items (the only ones with "maybe") with pqa_artificial (211k
+    # machine-labelled yes/no, about 93% yes); label_targets then chooses the label shares.
+    train_splits: dict = field(default_factory=lambda: {"pubmedqa": ("train", "train_artificial")})
     # optimisation
     max_steps: int = 500
     learning_rate: float = 5e-6
@@ -80,6 +81,12 @@ class Profile:
     logging_steps: int = 1
     sft_warmup_steps: int = 0  # SFT steps that teach the template before GRPO (tiny only)
     seed: int = 3407
+    # training-mix labels (medreason_lib.training_mix): chosen, not inherited from the source.
+    # {task: {label: share}}; a task left out gets its default (PubMedQA: the labelled train
+    # split's shares; multiple choice: uniform A-D); {task: None} keeps the source's own.
+    label_targets: dict = field(default_factory=dict)
+    scarce_labels: str = "replace"  # a label short of its target: "replace" | "cap" | "error"
+    shuffle_options: bool = True  # multiple choice: shuffle options to balance the gold letter
 
     @property
     def is_tiny(self) -> bool:

@@ -9,7 +9,13 @@
   truncated, failed), for error analysis.
 - ``compare(before, after)``: per-task deltas and McNemar's test on the items that flipped;
   it refuses (``IncomparableReports``) reports whose prompts, settings or items differ: a fair
-  before/after comparison changes the model and nothing else.
+  before/after comparison changes the model and nothing else. When a model gives one answer
+  to more than 90% of a task's items (``COLLAPSE_SHARE``), the comparison carries a caveat
+  beside that task's p-value (and the ``all`` row's) wherever it is printed: a significant
+  p-value then says the answer distribution moved, not that the model reasons better.
+- Closed answer sets (yes/no/maybe, A-D) get a confusion matrix (gold x answered, with the
+  ``unparsed`` and ``failed`` columns) and the recall of each gold label (``TaskStats``);
+  the summary prints PubMedQA's, so "did it learn to say maybe" has an answer.
 
 Every rate is over all ``n`` items of its group, failed ones included.
 """
@@ -23,12 +29,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import template
+from .answer_stats import (
+    collapse_note,
+    confusion_text,
+    recall_per_label,
+    recall_text,
+)
 from .eval_sets import answer_labels
 from .generation import GenerationSettings
 from .profiles import Profile
-from .stats import mcnemar_p, wilson_interval
+from .stats import COLLAPSE_SHARE, dominant_answer_share, mcnemar_p, wilson_interval
 
 OUTCOMES = ("right", "wrong", "unparsed", "truncated", "failed")
+CONFUSION_TASKS = ("pubmedqa",)  # tasks whose confusion matrix the summary prints
 
 
 def digest(obj) -> str:
@@ -80,6 +93,9 @@ class TaskStats:
     answer_counts: dict[str, int]  # predicted answer -> count ("unparsed", "failed" too)
     gold_counts: dict[str, int]
     confusion: dict[str, dict[str, int]] | None  # gold -> predicted -> count; None for numbers
+    recall: dict[str, float | None] | None = None  # gold label -> share answered right
+    dominant_answer: str | None = None  # the answer given most often (readable answers only)
+    dominant_share: float = 0.0  # ... and its share of all n items
 
 
 def _mean(values: list) -> float | None:
@@ -121,6 +137,7 @@ def task_stats(records: list[dict], task: str | None = None) -> TaskStats:
         confusion = {g: dict.fromkeys(cols, 0) for g in labels}
         for r in records:
             confusion.setdefault(r["gold"], dict.fromkeys(cols, 0))[_label(r)] += 1
+    top, top_share = dominant_answer_share(records)
     return TaskStats(
         n=n,
         correct=correct,
@@ -135,6 +152,9 @@ def task_stats(records: list[dict], task: str | None = None) -> TaskStats:
         answer_counts=dict(Counter(_label(r) for r in records).most_common()),
         gold_counts=dict(Counter(r["gold"] for r in records).most_common()),
         confusion=confusion,
+        recall=recall_per_label(confusion) if confusion else None,
+        dominant_answer=top,
+        dominant_share=top_share,
     )
 
 
@@ -208,6 +228,13 @@ class EvalReport:
                 f"{_pct(s.unparsed_rate):>8} {_pct(s.truncation_rate):>9} {s.failed:>6} "
                 f"{chars:>6} {tokens:>6}"
             )
+        for task, s in self.by_task.items():
+            if s.confusion is not None:
+                lines.append(f"{task} recall per gold label: {recall_text(s)}")
+            note = collapse_note(s, task)
+            if note:
+                lines.append(f"WARNING: {note}")
+        lines += [confusion_text(self.by_task[t], t) for t in CONFUSION_TASKS if t in self.by_task]
         return "\n".join(lines)
 
     __str__ = summary
@@ -283,6 +310,16 @@ class Comparison:
     rows: dict[str, dict]  # task (and "all") -> n, before, after, delta, gained, lost, p_value
     notes: list[str]
     flips: dict[str, list[str]] = field(default_factory=dict)  # gained/lost -> item ids
+    # task (and "all") -> why its p-value must not be read alone (a collapsed policy)
+    caveats: dict[str, str] = field(default_factory=dict)
+    # closed-answer task -> gold label -> (recall before, recall after)
+    recall: dict[str, dict[str, tuple]] = field(default_factory=dict)
+
+    def p_value_text(self, task: str = "all") -> str:
+        """``McNemar p = 0.0123``, followed by the task's caveat whenever it has one: the
+        one way to show a p-value of a comparison."""
+        text = f"McNemar p = {self.rows[task]['p_value']:.4f}"
+        return f"{text} (CAVEAT: {self.caveats[task]})" if task in self.caveats else text
 
     def __str__(self) -> str:
         lines = [
@@ -291,10 +328,18 @@ class Comparison:
             f"{'gained':>6} {'lost':>5} {'McNemar p':>9}",
         ]
         for task, r in self.rows.items():
+            mark = " !" if task in self.caveats else ""
             lines.append(
                 f"{task:<13}{r['n']:>5} {_pct(r['before']):>7} {_pct(r['after']):>7} "
                 f"{100 * r['delta']:+6.1f}  {r['gained']:>6} {r['lost']:>5} {r['p_value']:>9.3f}"
+                f"{mark}"
             )
+        for task, labels in self.recall.items():
+            shown = ", ".join(
+                f"{k} {_pct(b).strip()} -> {_pct(a).strip()}" for k, (b, a) in labels.items()
+            )
+            lines.append(f"{task} recall per gold label, before -> after: {shown}")
+        lines += [f"! CAVEAT ({task}): {text}" for task, text in self.caveats.items()]
         return "\n".join(lines + self.notes)
 
 
@@ -351,6 +396,12 @@ def compare(before: EvalReport, after: EvalReport) -> Comparison:
         "gained": [b["id"] for b, a in pairs if not b["correct"] and a["correct"]],
         "lost": [b["id"] for b, a in pairs if b["correct"] and not a["correct"]],
     }
+    caveats = _caveats(before, after, rows)
+    recall = {
+        task: {k: (v, after.by_task[task].recall[k]) for k, v in s.recall.items()}
+        for task, s in before.by_task.items()
+        if s.recall is not None
+    }
     notes = []
     if before.backend != after.backend:
         notes.append(f"note: backends differ ({before.backend} vs {after.backend})")
@@ -358,4 +409,32 @@ def compare(before: EvalReport, after: EvalReport) -> Comparison:
         notes.append(
             f"note: failed items (counted wrong): {before.failed} before, {after.failed} after"
         )
-    return Comparison(before.name or "before", after.name or "after", rows, notes, flips)
+    names = (before.name or "before", after.name or "after")
+    return Comparison(*names, rows, notes, flips, caveats, recall)
+
+
+def _caveats(before: EvalReport, after: EvalReport, rows: dict) -> dict[str, str]:
+    """Per task, and for ``all`` when any task has one: a model (after, or before) that
+    gives one answer to more than ``COLLAPSE_SHARE`` of the task's items. Each caveat reads
+    on its own, wherever the p-value it belongs to is shown."""
+    caveats, short = {}, []
+    for task in before.by_task:
+        found = []
+        for who, report in (("after", after), ("before", before)):
+            s = report.by_task[task]
+            if collapse_note(s, task, who):
+                found.append(collapse_note(s, task, who))
+                short.append(f"{who} {s.dominant_answer!r} {100 * s.dominant_share:.0f}% of {task}")
+        if found:
+            caveats[task] = (
+                "; ".join(found) + ". Its accuracy is then that answer's share of the gold "
+                f"labels, so McNemar's p ({rows[task]['p_value']:.3f}) says the answers' "
+                "distribution changed, not that the model reasons better"
+            )
+    if caveats:
+        caveats["all"] = (
+            f"one answer to over {100 * COLLAPSE_SHARE:.0f}% of a task's items ("
+            + ", ".join(short)
+            + "): those tasks' changes follow the answer distribution, not better reasoning"
+        )
+    return caveats

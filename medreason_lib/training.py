@@ -2,8 +2,10 @@
 
 ``train(profile)`` is the whole run, the same call from notebook 04 and the command line:
 
-1. the training mix (``profile.mix_weights``: 70% PubMedQA / 30% GSM8K by default), with
-   over-long prompts filtered out;
+1. the training mix (``profile.mix_weights``: 70% PubMedQA / 30% GSM8K by default, each
+   task's labels drawn towards ``profile.label_targets``), decontaminated against every
+   evaluation set the course reports (``training_mix.prepare_training_data``: the label
+   shares and the rows removed per task go to ``run.json``), over-long prompts filtered out;
 2. ``preflight`` checks, before any model is loaded;
 3. on profiles with ``sft_warmup_steps`` (tiny), a short SFT warm start that teaches the
    template (``medreason_lib.sft``), which becomes the GRPO base model;
@@ -31,7 +33,8 @@ from . import paths
 from .callbacks import MetricsCSV, RecordedReward, SamplePrinter
 from .profiles import Profile, gpu_memory_gb
 from .rewards import REWARD_FUNCS
-from .training_config import filter_long_prompts, grpo_config, preflight, training_dataset
+from .training_config import filter_long_prompts, grpo_config, preflight
+from .training_mix import prepare_training_data
 
 
 @dataclass
@@ -149,7 +152,8 @@ def train(
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dataset = dataset if dataset is not None else training_dataset(profile)
+    # the mix (labels chosen per task) or the given rows, minus every evaluation item
+    dataset, data_record = prepare_training_data(profile, dataset)
     preflight(profile, dataset, gpu_gb=None if profile.is_tiny else gpu_memory_gb())
 
     base_model = profile.model_id
@@ -199,6 +203,7 @@ def train(
         "global_step": run.global_step,
         "reward_seconds": run.reward_seconds,
         "train_seconds": run.train_seconds,
+        **data_record,  # label targets and shares, rows removed by decontamination per task
     }
     if trainer.is_world_process_zero():  # under accelerate, one process writes
         (run_dir / "run.json").write_text(json.dumps(info, indent=2))

@@ -39,9 +39,9 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from .data import load_task, mix
 from .memory import plan_for_profile
 from .profiles import Profile
+from .training_mix import build_training_mix
 
 REQUIRED_COLUMNS = ("prompt", "answer", "task")
 
@@ -61,16 +61,10 @@ def precision_flags() -> dict:
 
 
 def training_dataset(profile: Profile, n: int | None = None, seed: int | None = None) -> Dataset:
-    """The GRPO training mix: ``profile.mix_weights`` over the tasks' train splits."""
-    n = n or profile.train_size
-    seed = profile.seed if seed is None else seed
-    parts = {
-        name: load_task(
-            name, profile.train_splits.get(name, "train"), seed=seed, source=profile.data_source
-        )
-        for name in profile.mix_weights
-    }
-    return mix(parts, profile.mix_weights, n=n, seed=seed)
+    """The GRPO training mix: ``profile.mix_weights`` over the tasks' training pools, each
+    task's labels drawn towards ``profile.label_targets`` (``training_mix.build_training_mix``,
+    which prints the label shares). ``train`` decontaminates it before training."""
+    return build_training_mix(profile, n=n, seed=seed)[0]
 
 
 def prompt_lengths(dataset: Dataset, tokenizer, profile: Profile) -> list[int]:

@@ -501,3 +501,98 @@ def test_published_numbers_say_how_they_were_scored():
     loglik = [r for r in evaluation.PUBLISHED if "log-likelihood" in r["scoring"]]
     assert {r["model"] for r in loglik} == {"Qwen3-8B (base)", "Q3X1 (QLoRA-tuned Qwen3-8B)"}
     assert all(r["comparable"].startswith("no") for r in loglik)
+
+
+# --------------------------------------------------------------------------- labels, collapse
+
+
+def test_always_yes_has_full_yes_recall_and_none_elsewhere(reference_pubmedqa):
+    report = run(scripted_generator("yes"), reference_pubmedqa)
+    stats = report.by_task["pubmedqa"]
+    assert stats.recall == {"yes": 1.0, "no": 0.0, "maybe": 0.0}
+    assert (stats.dominant_answer, stats.dominant_share) == ("yes", 1.0)
+    text = report.summary()
+    assert "pubmedqa recall per gold label: yes 100.0% (276/276), no 0.0% (0/169)" in text
+    assert "maybe 0.0% (0/55)" in text
+    assert "WARNING: the model answers 'yes' to 100.0% of the 500 pubmedqa items" in text
+    matrix = text.split("pubmedqa confusion")[1].splitlines()
+    assert matrix[1].split() == ["gold", "yes", "no", "maybe", "unparsed", "recall"]
+    assert matrix[2].split() == ["yes", "276", "0", "0", "0", "100.0%"]
+    assert matrix[4].split() == ["maybe", "55", "0", "0", "0", "0.0%"]
+
+
+def test_recall_counts_unparsed_answers_as_misses(pubmedqa):
+    said = {"yes": "yes", "no": "no or maybe", "maybe": "maybe"}  # the "no" items hedge
+    stats = run(scripted_generator(lambda r: said[r["answer"]], pubmedqa), pubmedqa).by_task[
+        "pubmedqa"
+    ]
+    gold = stats.gold_counts
+    assert stats.recall == {"yes": 1.0, "no": 0.0, "maybe": 1.0}
+    assert stats.confusion["no"]["unparsed"] == gold["no"]
+    assert stats.dominant_answer == "yes" and stats.dominant_share == gold["yes"] / stats.n
+    assert stats.dominant_share < 0.9  # a mixed policy is no collapse
+    assert (
+        "WARNING"
+        not in run(scripted_generator(lambda r: r["answer"], pubmedqa), pubmedqa).summary()
+    )
+
+
+def yes_to_all_but(k: int, dataset):
+    """'yes' to every item except the first ``k`` (by id), which get 'no'."""
+    firsts = set(sorted(dataset["id"])[:k])
+    return scripted_generator(lambda r: "no" if r["id"] in firsts else "yes", dataset)
+
+
+def test_mcnemar_of_a_collapsed_after_policy_carries_the_caveat(reference_pubmedqa):
+    before = run(scripted_generator("no"), reference_pubmedqa, name="before")
+    after = run(scripted_generator("yes"), reference_pubmedqa, name="after")
+    comparison = compare(before, after)
+    row = comparison.rows["pubmedqa"]
+    assert row["p_value"] < 1e-3  # significant, and meaningless: "yes" to everything
+    text = str(comparison)
+    lines = {line.split()[0]: line for line in text.splitlines()[2:4]}
+    assert lines["pubmedqa"].endswith(" !") and lines["all"].endswith(" !")
+    assert "! CAVEAT (pubmedqa): after answers 'yes' to 100.0% of the 500 pubmedqa items" in text
+    assert (
+        "! CAVEAT (all): one answer to over 90% of a task's items (after 'yes' 100% of pubmedqa"
+        in text
+    )
+    assert comparison.p_value_text("pubmedqa").startswith("McNemar p = 0.0000 (CAVEAT: after")
+    assert "CAVEAT" in comparison.p_value_text("all")
+    recall = comparison.recall["pubmedqa"]
+    assert recall == {"yes": (0.0, 1.0), "no": (1.0, 0.0), "maybe": (0.0, 0.0)}
+    assert "pubmedqa recall per gold label, before -> after: yes 0.0% -> 100.0%" in text
+
+
+def test_collapse_caveat_starts_above_ninety_percent(pubmedqa):
+    n = len(pubmedqa)  # 16: one "no" leaves 93.75% "yes", three leave 81.25%
+    before = run(scripted_generator(lambda r: r["answer"], pubmedqa), pubmedqa, name="before")
+    flagged = compare(before, run(yes_to_all_but(1, pubmedqa), pubmedqa, name="after"))
+    assert set(flagged.caveats) == {"pubmedqa", "all"}
+    assert f"{100 * (n - 1) / n:.1f}%" in flagged.caveats["pubmedqa"]
+    fine = compare(before, run(yes_to_all_but(3, pubmedqa), pubmedqa, name="after"))
+    assert fine.caveats == {} and "CAVEAT" not in str(fine) and " !" not in str(fine)
+    assert fine.p_value_text() == f"McNemar p = {fine.rows['all']['p_value']:.4f}"
+    # a collapsed *before* is named as such
+    reverse = compare(run(scripted_generator("maybe"), pubmedqa, name="b"), before)
+    assert reverse.caveats["pubmedqa"].startswith("before answers 'maybe'")
+
+
+def test_confusion_matrices_side_by_side(pubmedqa, bundled):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    before = run(scripted_generator("yes"), pubmedqa)
+    after = run(scripted_generator(lambda r: r["answer"], pubmedqa), pubmedqa)
+    fig = eval_plots.plot_confusion_matrices({"before": before, "after": after})
+    assert len(fig.axes) == 2
+    cells = [[int(t.get_text()) for t in ax.texts] for ax in fig.axes]
+    assert [sum(c) for c in cells] == [len(pubmedqa)] * 2
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+        "yes", "no", "maybe", "unparsed"
+    ]  # fmt: skip
+    ylabels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert all("recall 100%" in label for label in ylabels)
+    assert "recall 0%" in [t.get_text() for t in fig.axes[0].get_yticklabels()][1]
+    with pytest.raises(ValueError, match="gsm8k"):
+        eval_plots.plot_confusion_matrices({"x": run(scripted_generator("1"), bundled)}, "gsm8k")

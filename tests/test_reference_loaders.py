@@ -120,3 +120,45 @@ def test_bundled_samples_do_not_overlap_the_real_test_sets(task, sub):
         mine = load_task(task, split, source="bundled", verbose=False)
         _, report = decontaminate(mine, real, verbose=False)
         assert report.removed == [], str(report)
+
+
+@pytest.mark.parametrize(
+    ("task", "sub"),
+    [("medqa", "mirage/medqa"), ("medmcqa", "mirage/medmcqa"), ("mmlu_medical", "mirage/mmlu")],
+)
+def test_shuffled_options_keep_every_answer_on_its_option(task, sub):
+    """Balancing the gold letter on the real sets: the gold option's text never changes,
+    options that point at positions stay put, and every letter lands near 25%."""
+    from medreason_lib.label_balance import balance_choices, positional_options
+
+    real = load(task, "test", sub)
+    shuffled, balance = balance_choices(real, seed=0)
+    moved = 0
+    for old, new in zip(real, shuffled, strict=True):
+        assert new["id"] == old["id"] and new["question"] == old["question"]
+        gold_text = old["options"]["ABCD".index(old["answer"])]
+        assert new["options"]["ABCD".index(new["answer"])] == gold_text
+        assert sorted(new["options"]) == sorted(old["options"])
+        for i in positional_options(old["options"]):
+            assert new["options"][i] == old["options"][i], old["options"]
+        moved += new["options"] != old["options"]
+    assert moved > 0.9 * len(real)
+    letters = Counter(shuffled["answer"])
+    assert all(abs(letters[k] / len(real) - 0.25) <= 0.02 for k in "ABCD"), letters
+    assert balance.counts == dict(sorted(letters.items()))
+
+
+def test_medmcqa_rows_naming_options_are_not_shuffled():
+    from medreason_lib.label_balance import balance_choices
+
+    real = load("medmcqa", "test", "mirage/medmcqa")
+    shuffled, _ = balance_choices(real, seed=0)
+    named = [
+        (old, new)
+        for old, new in zip(real, shuffled, strict=True)
+        if any(o.strip().lower() in ("both", "both of the above") for o in old["options"])
+    ]
+    assert len(named) >= 10
+    assert all(
+        new["options"] == old["options"] and new["answer"] == old["answer"] for old, new in named
+    )
