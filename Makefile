@@ -27,16 +27,16 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-gpu.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 ifeq ($(HAS_GPU),1)
 	@echo ">> NVIDIA GPU found: installing the GPU stack (unsloth, vllm, bitsandbytes)"
-	$(PIP) install -q -r requirements-gpu.txt -r requirements.txt
+	$(PIP) install -q -r requirements-gpu.txt -r requirements.txt -r requirements-dev.txt
 else
 	@echo ">> no NVIDIA GPU: installing the CPU stack (torch $(TORCH_VERSION) CPU build)"
 	$(PIP) install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 endif
 	$(PIP) install -q --no-deps -e .
 	@touch $(STAMP)
@@ -54,12 +54,15 @@ gpu_pin   = $(shell sed -n 's/^$(1)==\([^[:space:];]*\).*/\1/p' requirements-gpu
 UNSLOTH_VERSION     := $(call gpu_pin,unsloth)
 UNSLOTH_ZOO_VERSION := $(call gpu_pin,unsloth_zoo)
 VLLM_VERSION        := $(call gpu_pin,vllm)
+VLLM_BNB_VERSION    := $(call gpu_pin,vllm-bnb-plugin)
 
 wheels: $(STAMP)
 	@ls $(WHEELS)/unsloth-$(UNSLOTH_VERSION)-*.whl \
 	    $(WHEELS)/unsloth_zoo-$(UNSLOTH_ZOO_VERSION)-*.whl >/dev/null 2>&1 \
 	  || $(PIP) download -q --no-deps -d $(WHEELS) \
 	       unsloth==$(UNSLOTH_VERSION) unsloth_zoo==$(UNSLOTH_ZOO_VERSION)
+	@ls $(WHEELS)/vllm_bnb_plugin-$(VLLM_BNB_VERSION)-*.whl >/dev/null 2>&1 \
+	  || $(PIP) download -q --no-deps -d $(WHEELS) vllm-bnb-plugin==$(VLLM_BNB_VERSION)
 	@$(PY) -m medreason_lib.wheel_fetch vllm-sources $(VLLM_VERSION) $(WHEELS)
 
 # Tests always run on the tiny profile, whatever the machine: they are the CPU checks.

@@ -22,6 +22,7 @@ How much GPU memory a profile needs is not a setting but an estimate: ask the me
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -279,6 +280,11 @@ def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile
             f"unknown profile {chosen!r} (from {where}); valid profiles: {', '.join(PROFILES)}"
         )
     profile = PROFILES[chosen]
+    if profile.use_vllm and importlib.util.find_spec("vllm") is None and gpu_memory_gb():
+        # On a T4 the course installs no vLLM (medreason_lib.install says why): generate with
+        # Unsloth's Hugging Face path instead of failing at the first model load.
+        print(f"vLLM is not installed: profile {profile.name!r} generates without it (slower)")
+        profile = profile.replace(use_vllm=False)
     if profile.is_tiny:
         # The tiny profile must never reach a model or dataset hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
