@@ -74,7 +74,8 @@ def main() -> None:
     profile = profiles.get_profile(os.environ.get(profiles.ENV_VAR) or "tiny")
     if not profile.is_tiny:
         raise SystemExit("this benchmark is for the tiny profiles (CPU)")
-    model, tokenizer = models.load_model(profile)
+    loaded = models.load_model(profile)
+    model, tokenizer = loaded.model, loaded.tokenizer
     rows = items(profile)
     max_new = profile.max_completion_length
     one_at_a_time(model, tokenizer, rows.select(range(2)), max_new)  # warm-up

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import os
 import shutil
@@ -60,6 +61,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,9 +277,21 @@ def smoke_profile(name: str, folder: Path | None, args):
 
 
 def train_stage(profile, run_dir: Path) -> dict:
-    from medreason_lib import training
+    from medreason_lib import evaluation, training
 
-    run = training.train(profile, run_dir=run_dir, sample_every=0, disable_tqdm=True)
+    # keep_model: the trained model is evaluated in place ("before" with the adapter off,
+    # "after" with it on), then closed: issue 9's one-model-at-a-time path
+    run = training.train(
+        profile, run_dir=run_dir, sample_every=0, disable_tqdm=True, keep_model=True
+    )
+    data = evaluation.profile_benchmarks(profile)
+    data = data.select(range(min(2, len(data))))
+    began = time.perf_counter()
+    before, after = evaluation.evaluate_before_after(
+        run.model, profile, base=run.base_model, adapter=run.adapter_dir, dataset=data
+    )
+    in_place_seconds = round(time.perf_counter() - began, 2)
+    run.close()
     steps = []
     if run.metrics_csv.exists():
         import csv
@@ -291,6 +305,7 @@ def train_stage(profile, run_dir: Path) -> dict:
         "reward_seconds": round(run.reward_seconds, 2),
         "step_times": [round(s, 2) for s in steps],
         "seconds_per_step": round(run.train_seconds / max(run.global_step, 1), 2),
+        "in_place_eval": {"items": before.n + after.n, "seconds": in_place_seconds},
         "seconds_per_step_after_first": round(sum(steps[1:]) / len(steps[1:]), 2)
         if len(steps) > 1
         else None,
@@ -317,6 +332,66 @@ def export_stage(profile, run) -> dict:
     out = {"adapter": str(adapter), "merged": str(merged), "merged_safetensors_gb": _gb(size)}
     shutil.rmtree(merged, ignore_errors=True)  # free the disk for the next model
     return out
+
+
+def _describe(obj) -> str:
+    name = type(obj).__name__
+    if isinstance(obj, dict):
+        keys = list(obj)[:6]
+        return f"dict(keys={keys})"
+    if inspect.isframe(obj):
+        return f"frame {obj.f_code.co_filename}:{obj.f_code.co_name}"
+    if isinstance(obj, (list, tuple)):
+        return f"{name}(len={len(obj)})"
+    return f"{type(obj).__module__}.{name}"
+
+
+def _owner_chain(obj, depth: int = 6) -> list[str]:
+    """Who keeps ``obj`` alive: one referrer per level (skipping frames and this helper's own
+    containers), described by type, so a leak names the module that holds the model."""
+    chain, seen = [], {id(obj)}
+    for _ in range(depth):
+        referrers = [
+            r
+            for r in gc.get_referrers(obj)
+            if id(r) not in seen and not inspect.isframe(r) and r is not chain
+        ]
+        if not referrers:
+            chain.append("(no Python referrer: held from C++ or a frame)")
+            break
+        obj = max(referrers, key=lambda r: isinstance(r, dict))
+        seen.add(id(obj))
+        chain.append(_describe(obj))
+        if isinstance(obj, types.ModuleType):
+            break
+    return chain
+
+
+def still_held(torch, top: int = 4) -> dict:
+    """The CUDA tensors that outlive a stage: how many GB Python objects still reach, and for
+    the largest, the chain of referrers that holds them."""
+    seen, tensors = set(), []
+    for obj in gc.get_objects():
+        try:
+            if torch.is_tensor(obj) and obj.is_cuda:
+                ptr = obj.untyped_storage().data_ptr()
+                if ptr not in seen:
+                    seen.add(ptr)
+                    tensors.append(obj)
+        except Exception:
+            continue
+    size = sum(t.untyped_storage().nbytes() for t in tensors)
+    tensors.sort(key=lambda t: t.untyped_storage().nbytes(), reverse=True)
+    largest = [
+        {
+            "shape": list(t.shape),
+            "dtype": str(t.dtype),
+            "gb": _gb(t.untyped_storage().nbytes()),
+            "held_by": _owner_chain(t),
+        }
+        for t in tensors[:top]
+    ]
+    return {"python_reachable_gb": _gb(size), "tensors": len(tensors), "largest": largest}
 
 
 # --------------------------------------------------------------------------- the run
@@ -376,6 +451,9 @@ class Smoke:
             torch.cuda.empty_cache()
             entry["allocated_after_gc_gb"] = _gb(torch.cuda.memory_allocated())
             entry["reserved_after_gc_gb"] = _gb(torch.cuda.memory_reserved())
+            if entry["allocated_after_gc_gb"] and entry["allocated_after_gc_gb"] > 0.05:
+                entry["still_held"] = still_held(torch)
+                print("still held:", json.dumps(entry["still_held"], indent=1)[:3000])
         status = "ok" if entry["ok"] else f"FAILED ({entry['error'][:200]})"
         mem = {k: v for k, v in entry.items() if k.endswith("_gb")}
         print(f"=== {record['name']}: {name} {status} in {entry['seconds']} s {mem}", flush=True)

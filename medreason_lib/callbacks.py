@@ -1,7 +1,12 @@
-"""What a GRPO run shows while it trains: metrics to CSV, sample completions, reward timing.
+"""What a GRPO run shows while it trains: metrics to CSV, sample completions, reward timing,
+and the answers the policy gives.
 
 - ``RecordedReward`` wraps a reward function (keeping its name, which TRL logs as
-  ``rewards/<name>/mean``), remembers the last batch it scored and the time it spent.
+  ``rewards/<name>/mean``), remembers the last batch it scored and the time it spent, and
+  hands every batch to its ``listeners``.
+- ``AnswerShares`` listens to one recorded reward and logs, at every logging step, the share
+  of each extracted answer per task and the format rate; it raises the collapse alarm
+  (``CollapseWarning``, once) when one answer takes over while the data is not that skewed.
 - ``MetricsCSV`` writes every logged metric row to ``metrics.csv`` in the run folder, so the
   plots work offline and after a disconnect; on resume it drops rows past the checkpoint.
 - ``SamplePrinter`` prints one completion and its rewards every N steps.
@@ -12,11 +17,20 @@ from __future__ import annotations
 import csv
 import functools
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .answers import answer_type, extract_answer, normalize_answer
+from .rewards import follows_format
+from .stats import COLLAPSE_SHARE  # one answer above this share of a task's completions ...
 from .template import completion_text
+
+DATA_MAJORITY_LIMIT = 0.7  # ... while the data's commonest label is below this share ...
+COLLAPSE_STEPS = 3  # ... for this many logging steps in a row: the alarm
+CLOSED_LABELS = {"yes_no_maybe": ("yes", "no", "maybe"), "choice": ("A", "B", "C", "D")}
 
 
 class RecordedReward:
@@ -29,6 +43,7 @@ class RecordedReward:
         self.calls = 0
         self.last_completions: list = []
         self.last_scores: list[float] = []
+        self.listeners: list = []  # called as listener(completions, scores, **columns)
 
     def __call__(self, completions, **kwargs):
         began = time.perf_counter()
@@ -36,7 +51,165 @@ class RecordedReward:
         self.seconds += time.perf_counter() - began
         self.calls += 1
         self.last_completions, self.last_scores = list(completions), list(scores)
+        for listener in self.listeners:
+            listener(self.last_completions, self.last_scores, **kwargs)
         return scores
+
+
+class CollapseWarning(UserWarning):
+    """The policy gives one answer to nearly every question of a task (``AnswerShares``)."""
+
+
+def training_label_shares(dataset) -> dict[str, dict[str, float]]:
+    """Task -> gold answer (normalised as the extractor writes it) -> share of that task's
+    rows, from a dataset's ``task`` and ``answer`` columns (commonest answer first)."""
+    columns = getattr(dataset, "column_names", None) or []
+    missing = [c for c in ("task", "answer") if c not in columns]
+    if missing:
+        raise ValueError(f"training_label_shares: the dataset lacks column(s) {missing}")
+    counts: dict[str, Counter] = {}
+    for i, (task, gold) in enumerate(zip(dataset["task"], dataset["answer"], strict=True)):
+        label = normalize_answer(str(gold), task)
+        if label is None:
+            raise ValueError(
+                f"training_label_shares: row {i} ({task}) has no readable answer {gold!r}"
+            )
+        counts.setdefault(task, Counter())[label] += 1
+    return {
+        task: {label: n / sum(c.values()) for label, n in c.most_common()}
+        for task, c in counts.items()
+    }
+
+
+class AnswerShares(TrainerCallback):
+    """Log what the policy answers, per task, and sound the alarm when it collapses.
+
+    It listens to a ``RecordedReward`` (``watch``), so it sees every completion the rewards
+    scored, with the dataset columns TRL passed along, and reads each answer with the
+    extractor the correctness reward uses. At every logging step it adds to the logs (and so
+    to ``metrics.csv``), for the completions scored since the previous log:
+
+    - ``answers/format_rate``: the share that ``rewards.follows_format`` (the soft format);
+    - ``answers/<task>/<label>``: the share of each answer, for tasks with a closed answer set
+      (every label of the set and of the training data, even at 0);
+    - ``answers/<task>/none``: the share without a readable answer (hedged, missing);
+    - ``answers/<task>/top_share``: the share of the commonest readable answer (any task);
+    - ``answers/collapse_alarm``: 1.0 at the step the alarm goes off, else 0.0.
+
+    The alarm goes off once per run: when a task's top answer holds more than ``share``
+    of its completions for ``steps`` logging steps in a row while the commonest label of
+    that task in the training data (``label_shares``, from ``training_label_shares``) holds
+    less than ``data_limit``. A policy that answers "yes" to 95% of questions whose labels are
+    55% "yes" has stopped reading them, however the reward moves. Tasks missing from
+    ``label_shares`` are logged but not watched.
+    """
+
+    def __init__(
+        self,
+        label_shares: dict[str, dict[str, float]],
+        watch: RecordedReward | None = None,
+        *,
+        share: float = COLLAPSE_SHARE,
+        data_limit: float = DATA_MAJORITY_LIMIT,
+        steps: int = COLLAPSE_STEPS,
+    ):
+        if not 0 < share <= 1 or not 0 < data_limit <= 1:
+            raise ValueError(
+                f"AnswerShares: share={share} and data_limit={data_limit} must be in (0, 1]"
+            )
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"AnswerShares: steps must be a positive integer, got {steps!r}")
+        for task, shares in label_shares.items():
+            answer_type(task)  # an unknown task name is a clear error
+            if not shares or abs(sum(shares.values()) - 1) > 1e-6:
+                raise ValueError(
+                    f"AnswerShares: label_shares[{task!r}] must sum to 1, got {shares}"
+                )
+        self.label_shares = {t: dict(s) for t, s in label_shares.items()}
+        self.share, self.data_limit, self.steps = share, data_limit, steps
+        self.streak: dict[str, int] = {}
+        self.alarm: dict | None = None  # what the alarm said, once it went off
+        self.history: list[dict] = []  # every logged row of answer metrics, with its step
+        self._answers: dict[str, Counter] = {}
+        self._formatted = self._seen = 0
+        if watch is not None:
+            watch.listeners.append(self.observe)
+
+    def observe(self, completions, scores=None, *, task, options=None, **columns) -> None:
+        """Count the answers of one scored batch (a ``RecordedReward`` listener)."""
+        n = len(completions)
+        tasks = [task] * n if isinstance(task, str) else list(task)
+        option_lists = [None] * n if options is None else list(options)
+        for completion, t, opts in zip(completions, tasks, option_lists, strict=True):
+            answer = extract_answer(completion, t, opts or None)
+            self._answers.setdefault(t, Counter())[answer] += 1
+            self._formatted += follows_format(completion)
+        self._seen += n
+
+    def _labels(self, task: str, counts: Counter) -> list[str]:
+        closed = CLOSED_LABELS.get(answer_type(task))
+        if closed is None:
+            return []
+        seen = [a for a in counts if a is not None]
+        return list(dict.fromkeys([*closed, *self.label_shares.get(task, {}), *sorted(seen)]))
+
+    def flush(self, step: int) -> dict[str, float]:
+        """The answer metrics of the completions seen since the last flush (then forgotten),
+        with the alarm checked; empty when nothing was scored."""
+        if not self._seen:
+            return {}
+        metrics = {"answers/format_rate": self._formatted / self._seen}
+        for task, counts in sorted(self._answers.items()):
+            n = sum(counts.values())
+            for label in self._labels(task, counts):
+                metrics[f"answers/{task}/{label}"] = counts.get(label, 0) / n
+            metrics[f"answers/{task}/none"] = counts.get(None, 0) / n
+            top = max((c for a, c in counts.items() if a is not None), default=0)
+            metrics[f"answers/{task}/top_share"] = top / n
+            self._check(task, counts, n, step)
+        metrics["answers/collapse_alarm"] = float(bool(self.alarm) and self.alarm["step"] == step)
+        self._answers, self._formatted, self._seen = {}, 0, 0
+        self.history.append({"step": step, **metrics})
+        return metrics
+
+    def _check(self, task: str, counts: Counter, n: int, step: int) -> None:
+        readable = [(c, a) for a, c in counts.items() if a is not None]
+        top_count, top = max(readable, default=(0, None))
+        collapsed = top_count / n > self.share
+        self.streak[task] = self.streak.get(task, 0) + 1 if collapsed else 0
+        data = self.label_shares.get(task)
+        if self.alarm or not data or self.streak[task] < self.steps:
+            return
+        data_label, data_share = max(data.items(), key=lambda kv: kv[1])
+        if data_share >= self.data_limit:
+            return
+        self.alarm = {
+            "step": step,
+            "task": task,
+            "answer": top,
+            "share": top_count / n,
+            "steps": self.streak[task],
+            "data_label": data_label,
+            "data_share": data_share,
+        }
+        message = (
+            f"COLLAPSE ALARM at step {step}: {top_count / n:.0%} of the {task} completions "
+            f"answer {top!r}, for {self.streak[task]} logging steps in a row, while the "
+            f"training data's commonest {task} label ({data_label!r}) is only "
+            f"{data_share:.0%}. The policy gives one answer whatever the question; its reward "
+            "can still rise. Check the label balance of the training mix and the rewards."
+        )
+        print(f"\n{'!' * 88}\n{message}\n{'!' * 88}\n")
+        warnings.warn(message, CollapseWarning, stacklevel=2)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "train_runtime" in logs:
+            return
+        metrics = self.flush(state.global_step)
+        logs.update(metrics)
+        last = state.log_history[-1] if state.log_history else None
+        if metrics and last is not None and last.get("step") == state.global_step:
+            last.update(metrics)  # so trainer_state.json in each checkpoint keeps them too
 
 
 class MetricsCSV(TrainerCallback):

@@ -138,7 +138,7 @@ def _eval(args) -> int:
             if not (adapter / "adapter_config.json").is_file():
                 raise FileNotFoundError(f"{adapter} holds no LoRA adapter (adapter_config.json)")
             if base is None and (export.run_dir_for(profile, args.run_dir) / "run.json").exists():
-                base = export.load_run(profile, args.run_dir).base_model
+                base = export.run_base_model(profile, args.run_dir)
         else:
             export.check_run(profile, args.run_dir)
     if args.n is not None and args.n < 1:
@@ -225,15 +225,16 @@ def _ask(args) -> int:
         loaded = models.load_for_eval(profile, base=args.model)
     else:
         loaded = ask.load_trained(profile, args.run_dir)
-    answer = ask.ask(
-        loaded,
-        args.question,
-        args.context,
-        args.options,
-        task=args.task,
-        profile=profile,
-        max_new_tokens=args.max_new_tokens,
-    )
+    with loaded:
+        answer = ask.ask(
+            loaded,
+            args.question,
+            args.context,
+            args.options,
+            task=args.task,
+            profile=profile,
+            max_new_tokens=args.max_new_tokens,
+        )
     print(answer)
     if args.show_completion:
         print(f"completion: {answer.completion!r}")

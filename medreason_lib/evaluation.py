@@ -166,12 +166,20 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="item", disable=not enabled)
 
 
-def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | None]:
-    """Completions of one batch, or ``([None...], error)`` when the generator raised."""
+def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | list | None]:
+    """Completions of one batch, or ``([None...], error)`` when the generator raised; when
+    only some items fail on their own, ``(completions, [error or None per item])``."""
     try:
         outputs = list(gen([it["messages"] for it in batch]))
     except Exception as exc:  # a failed batch is recorded, never silently dropped
-        return [None] * len(batch), f"{type(exc).__name__}: {exc}"
+        if len(batch) == 1:
+            return [None], f"{type(exc).__name__}: {exc}"
+        # one bad item (a prompt over the engine's length) must not cost the batch: retry
+        # each item alone, so only the items that fail on their own are recorded as failed
+        singles = [_generate_batch(gen, [it], number) for it in batch]
+        if all(err is not None for _, err in singles):
+            return [None] * len(batch), f"{type(exc).__name__}: {exc}"
+        return [c[0] for c, _ in singles], [err for _, err in singles]
     where = f"batch {number} (items {batch[0]['id']} .. {batch[-1]['id']})"
     if len(outputs) != len(batch):
         raise ValueError(
@@ -198,8 +206,9 @@ def _run(gen, items, done: dict, path: Path | None, batch_size: int, tokenizer, 
     for number, start in enumerate(range(0, len(pending), batch_size)):
         batch = pending[start : start + batch_size]
         completions, error = _generate_batch(gen, batch, number)
+        errors = error if isinstance(error, list) else [error] * len(batch)
         records = [
-            _score(it, c, error, tokenizer) for it, c in zip(batch, completions, strict=True)
+            _score(it, c, e, tokenizer) for it, c, e in zip(batch, completions, errors, strict=True)
         ]
         done.update((r["id"], r) for r in records)
         if path:
@@ -273,9 +282,11 @@ def evaluate(
         model=model_id,
     )
     if report.failed:
+        over = sum(str(done[it["id"]]["error"]).startswith("PromptTooLong") for it in items)
         print(
             f"WARNING: {report.failed} of {report.n} items failed (see records' 'error'); "
             "they count as wrong"
+            + (f". {over} of them: prompt too long for the engine's max_model_len" if over else "")
         )
     if path:
         report.save(path.with_suffix(".json"))
@@ -318,13 +329,6 @@ def _saved_runs(path: Path) -> set[tuple]:
     return {(r.get("model"), r["settings_hash"]) for r in read_records(path).values()}
 
 
-def _load(profile: Profile, base, adapter):
-    """``(model, tokenizer, lora_path)`` to evaluate (see ``models.load_for_eval``):
-    ``lora_path`` is set only where a vLLM engine must load the adapter from disk."""
-    loaded = models.load_for_eval(profile, base=base, adapter=adapter)
-    return loaded.model, loaded.tokenizer, loaded.lora_path
-
-
 def evaluate_model(
     profile: Profile,
     name: str,
@@ -338,22 +342,86 @@ def evaluate_model(
 ) -> EvalReport:
     """Load ``base`` (default: the profile's model) with ``adapter`` and evaluate it on
     ``dataset`` (default ``profile_benchmarks(profile)``), saved as ``runs/<profile>/eval/
-    <name>``. ``settings`` default to ``EvalSettings.from_profile(profile)``.
+    <name>``. ``settings`` default to ``EvalSettings.from_profile(profile)``. The model is
+    freed before this returns.
 
     With ``resume`` (the default) the finished records of the same model and settings are
     kept, so running it again costs nothing and an interrupted run continues; records of
     another model (a retrained adapter) or other settings are replaced.
     """
+    settings = settings or EvalSettings.from_profile(profile)
+    dataset = dataset if dataset is not None else profile_benchmarks(profile)
+    engine_len = eval_engine_len(profile, base, dataset, settings) if profile.use_vllm else None
+    with models.load_for_eval(
+        profile, base=base, adapter=adapter, max_seq_length=engine_len
+    ) as loaded:
+        return evaluate_loaded(
+            loaded,
+            profile,
+            name,
+            base=base,
+            adapter=adapter,
+            settings=settings,
+            dataset=dataset,
+            resume=resume,
+            progress=progress,
+        )
+
+
+def eval_engine_len(profile: Profile, base, dataset, settings: EvalSettings) -> int:
+    """The vLLM ``max_model_len`` an evaluation needs (longest prompt + ``max_new_tokens``,
+    counted with the model's tokenizer), and never less than the profile's sequence length."""
+    from transformers import AutoTokenizer
+
+    from .generation_vllm import engine_model_len
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base or profile.model_id))
+    prompts = [it["messages"] for it in _items(dataset, settings, None)]
+    needed = engine_model_len(tokenizer, prompts, settings.generation)
+    if needed > profile.max_seq_length:
+        print(f"evaluation engine: max_model_len {needed} (longest prompt + max_new_tokens)")
+    return max(needed, profile.max_seq_length)
+
+
+def evaluate_loaded(
+    loaded: models.EvalModel,
+    profile: Profile,
+    name: str,
+    *,
+    base: str | Path | None = None,
+    adapter: str | Path | None = None,
+    use_adapter: bool = True,
+    settings: EvalSettings | None = None,
+    dataset=None,
+    resume: bool = True,
+    progress: bool = True,
+) -> EvalReport:
+    """``evaluate_model`` on a model that is already loaded (``loaded`` stays open).
+
+    ``base``/``adapter`` say which model this is (for the records); ``use_adapter=False``
+    evaluates the base alone, in place: with ``lora_request=None`` on a vLLM engine (as
+    Unsloth's notebooks do for "before"), or inside peft's ``disable_adapter()``.
+    """
+    import contextlib
+
+    adapter = adapter if use_adapter else None
     model_id = model_identity(profile, base, adapter)
     settings = settings or EvalSettings.from_profile(profile)
     path = eval_dir(profile) / f"{name}.jsonl"
     if resume and path.exists() and _saved_runs(path) != {(model_id, settings.digest())}:
         print(f"{path} holds another model's or other settings' records: starting afresh")
         resume = False
-    model, tokenizer, lora_path = _load(profile, base, adapter)
-    try:
+    lora_path = loaded.lora_path
+    if not use_adapter and lora_path is not None:  # vLLM: the base model, lora_request=None
+        from .generation_vllm import NO_ADAPTER
+
+        lora_path = NO_ADAPTER
+    adapter_off = contextlib.nullcontext()
+    if not use_adapter and loaded.lora_path is None and hasattr(loaded.model, "disable_adapter"):
+        adapter_off = loaded.model.disable_adapter()
+    with adapter_off:
         return evaluate(
-            (model, tokenizer),
+            (loaded.model, loaded.tokenizer),
             dataset if dataset is not None else profile_benchmarks(profile),
             settings=settings,
             profile=profile,
@@ -363,8 +431,28 @@ def evaluate_model(
             model_id=model_id,
             progress=progress,
         )
-    finally:
-        models.release(model)  # the next evaluation loads its own: free this one first
+
+
+def evaluate_before_after(
+    loaded: models.EvalModel,
+    profile: Profile,
+    *,
+    base: str | Path,
+    adapter: str | Path,
+    names: tuple[str, str] = ("grpo_before", "grpo_after"),
+    settings: EvalSettings | None = None,
+    dataset=None,
+    progress: bool = True,
+) -> tuple[EvalReport, EvalReport]:
+    """The base model and the trained one on the same items and settings, from ONE loaded
+    model (``train(keep_model=True)``'s ``run.model``, or ``load_for_eval(adapter=...)``):
+    "before" with the adapter off, "after" with it on. No second model is loaded."""
+    common = {"base": base, "adapter": adapter, "settings": settings, "dataset": dataset}
+    before = evaluate_loaded(
+        loaded, profile, names[0], use_adapter=False, **common, progress=progress
+    )
+    after = evaluate_loaded(loaded, profile, names[1], **common, progress=progress)
+    return before, after
 
 
 def baseline_report(profile: Profile) -> EvalReport:

@@ -97,9 +97,26 @@ def unsloth_merged_kwargs(save_method: str = "merged_16bit") -> dict:
     return {"save_method": save_method}
 
 
-def unsloth_gguf_kwargs(quantization: str) -> dict:
-    """Keywords for ``model.save_pretrained_gguf(dir, tokenizer, **kwargs)``."""
+def gguf_quantization(profile: Profile, requested: str) -> str:
+    """The quantization a GGUF export really writes. gpt-oss exports as MXFP4 whatever is
+    asked (unsloth/save.py: "GPT-OSS does not support GGUF quantization ... Overriding to
+    MXFP4"), so the file is named and reported as mxfp4, and the learner is told."""
+    _check_quantization(requested)
+    if profile.family == "gpt-oss":
+        print(
+            f"gguf: gpt-oss is exported as MXFP4 (its native 4-bit format), not {requested}: "
+            "Unsloth supports no other GGUF quantization for it"
+        )
+        return "mxfp4"
+    return requested
+
+
+def unsloth_gguf_kwargs(quantization: str, profile: Profile | None = None) -> dict:
+    """Keywords for ``model.save_pretrained_gguf(dir, tokenizer, **kwargs)``. For gpt-oss,
+    ``quantization_method=None``: Unsloth writes MXFP4 then, without a misleading warning."""
     _check_quantization(quantization)
+    if profile is not None and profile.family == "gpt-oss":
+        return {"quantization_method": None}
     return {"quantization_method": quantization}
 
 
@@ -137,6 +154,12 @@ def check_run(profile: Profile, run_dir: str | Path | None = None) -> Path:
             f"{profile.name!r}: pass --profile {trained_with}"
         )
     return folder
+
+
+def run_base_model(profile: Profile, run_dir: str | Path | None = None) -> str:
+    """The base model a finished run's adapter belongs to, read from its ``run.json`` without
+    importing the training stack (on a GPU, Unsloth must be imported before transformers)."""
+    return json.loads((check_run(profile, run_dir) / "run.json").read_text())["base_model"]
 
 
 def load_run(profile: Profile, run_dir: str | Path | None = None) -> TrainingRun:
@@ -248,7 +271,8 @@ def _load_tokenizer(folder: str | Path):
 
 
 def load_trained(profile: Profile, run: TrainingRun):
-    """``(peft model, tokenizer)``: the run's base model with its adapter, for export.
+    """The run's base model with its adapter, for export: a ``models.EvalModel`` to use in a
+    ``with`` block (it frees the model at the end).
 
     Tiny: ``models.load_model`` with peft. GPU: Unsloth loads the adapter folder itself (it
     reads the base from ``adapter_config.json``) without vLLM, which attaches Unsloth's saving
@@ -308,24 +332,22 @@ def merge(
         return out
     if out.exists():
         shutil.rmtree(out)
-    model, tokenizer = load_trained(profile, run)
-    if profile.is_tiny:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
-    else:
-        model.save_pretrained_merged(str(out), tokenizer, **unsloth_merged_kwargs("merged_16bit"))
-    _release(model)
+    with load_trained(profile, run) as loaded:
+        _save_merged(profile, loaded, out)
     _write_card(profile, run, out, "merged")
     (out / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     print(f"merge: {out}")
     return out
 
 
-def _release(model) -> None:
-    from . import models
-
-    models.release(model)
+def _save_merged(profile: Profile, loaded, out: Path) -> None:
+    if profile.is_tiny:
+        merged = loaded.model.merge_and_unload()
+        merged.save_pretrained(str(out))
+        loaded.tokenizer.save_pretrained(str(out))
+    else:
+        kwargs = unsloth_merged_kwargs("merged_16bit")
+        loaded.model.save_pretrained_merged(str(out), loaded.tokenizer, **kwargs)
 
 
 # --------------------------------------------------------------------------- verification
@@ -471,13 +493,12 @@ def verify_adapter(
     if adapter != run.adapter_dir:
         run = dataclasses.replace(run, adapter_dir=adapter)
     weights = adapter_weights(adapter)
-    model, tokenizer = load_trained(profile, run)
-    trained = _logits(model, tokenizer, profile)
-    trained_text = _greedy(model, tokenizer, profile, max_new_tokens)
-    with model.disable_adapter():
-        base = _logits(model, tokenizer, profile)
-        base_text = _greedy(model, tokenizer, profile, max_new_tokens)
-    _release(model)
+    with load_trained(profile, run) as loaded:
+        trained = _logits(loaded.model, loaded.tokenizer, profile)
+        trained_text = _greedy(loaded.model, loaded.tokenizer, profile, max_new_tokens)
+        with loaded.model.disable_adapter():
+            base = _logits(loaded.model, loaded.tokenizer, profile)
+            base_text = _greedy(loaded.model, loaded.tokenizer, profile, max_new_tokens)
     tb_max, tb_rms = _distances(trained, base)
     report = VerifyReport(weights, tb_max, tb_rms, base_text, trained_text)
     if not weights.trained:
@@ -500,9 +521,8 @@ def verify_adapter(
 
 
 def _check_merged(profile: Profile, report: VerifyReport, merged_dir: Path, trained, base):
-    model, tokenizer = _load_folder(profile, merged_dir)
-    merged = _logits(model, tokenizer, profile)
-    _release(model)
+    with _load_folder(profile, merged_dir) as loaded:
+        merged = _logits(loaded.model, loaded.tokenizer, profile)
     report.merged_dir = str(merged_dir)
     report.merged_vs_trained_max_abs, report.merged_vs_trained_rms = _distances(merged, trained)
     report.merged_vs_base_rms = _distances(merged, base)[1]
@@ -543,9 +563,10 @@ def untrained_adapter(profile: Profile, base: str | Path, out_dir: str | Path) -
         from peft import get_peft_model
 
         model = get_peft_model(model, config)
-    model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    _release(model)
+    with models.EvalModel(model, tokenizer) as loaded:  # frees the model at the end
+        del model, tokenizer
+        loaded.model.save_pretrained(str(out_dir))
+        loaded.tokenizer.save_pretrained(str(out_dir))
     return Path(out_dir)
 
 
@@ -586,15 +607,20 @@ def to_gguf(
     ``save_pretrained_gguf(dir, tokenizer, quantization_method=...)``. GPU profiles only:
     elsewhere ``ExportUnavailable`` says so before anything is loaded. Returns the file."""
     check_gguf(profile, quantization)
+    written = gguf_quantization(profile, quantization)
     out = Path(out_dir) if out_dir else export_dir(run) / "gguf"
-    model, tokenizer = load_trained(profile, run)
-    result = model.save_pretrained_gguf(str(out), tokenizer, **unsloth_gguf_kwargs(quantization))
-    _release(model)
+    with load_trained(profile, run) as loaded:
+        result = loaded.model.save_pretrained_gguf(
+            str(out), loaded.tokenizer, **unsloth_gguf_kwargs(quantization, profile)
+        )
     listed = result.get("gguf_files") if isinstance(result, dict) else None
     files = [Path(f) for f in listed or []] or sorted(out.rglob("*.gguf"))
-    wanted = [f for f in files if quantization.lower() in f.name.lower()] or files
+    wanted = [f for f in files if written.lower() in f.name.lower()]
     if not wanted:
-        raise RuntimeError(f"save_pretrained_gguf wrote no .gguf file under {out}")
+        raise RuntimeError(
+            f"save_pretrained_gguf wrote no {written.upper()} .gguf file under {out} "
+            f"(found: {', '.join(f.name for f in files) or 'none'})"
+        )
     # Unsloth writes its own Modelfile beside the file, with the base model's default system
     # prompt ("You are Qwen, ..."): replace it with the course's.
     merged = export_dir(run) / "merged"
@@ -604,7 +630,7 @@ def to_gguf(
         wanted[0].parent / "Modelfile",
         tokenizer_dir=merged if merged.is_dir() else run.adapter_dir,
     )
-    print(f"gguf ({quantization}): {wanted[0]}")
+    print(f"gguf ({written}): {wanted[0]}")
     return wanted[0]
 
 

@@ -311,14 +311,29 @@ def detect_backend(obj: Any) -> str:
     )
 
 
+def engine_max_model_len(obj) -> int | None:
+    """The ``max_model_len`` of a vLLM engine, or of the one an Unsloth model carries."""
+    engine = getattr(obj, "vllm_engine", obj)
+    try:
+        return int(engine.llm_engine.model_config.max_model_len)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def _vllm_generator(obj, tokenizer, settings, backend, lora_path, skip_special_tokens):
     """A ``VLLMGenerator`` (``generation_vllm``, imported only when it is chosen)."""
     from .generation_vllm import VLLMGenerator, fast_generate_lora
 
+    limit = engine_max_model_len(obj)
     if backend == "vllm":
         tok = tokenizer if tokenizer is not None else obj.get_tokenizer()
         return VLLMGenerator(
-            obj.generate, tok, settings, backend="vllm", skip_special_tokens=skip_special_tokens
+            obj.generate,
+            tok,
+            settings,
+            backend="vllm",
+            skip_special_tokens=skip_special_tokens,
+            max_model_len=limit,
         )
     if tokenizer is None:
         raise ValueError(f"the {backend!r} backend needs the model's tokenizer: tokenizer=...")
@@ -328,6 +343,7 @@ def _vllm_generator(obj, tokenizer, settings, backend, lora_path, skip_special_t
         settings,
         backend="fast_generate",
         lora_request=fast_generate_lora(obj, lora_path),
+        max_model_len=limit,
         skip_special_tokens=skip_special_tokens,
     )
 

@@ -55,6 +55,26 @@ def vllm_generate_kwargs(sampling_params, lora_request=None) -> dict:
     return kwargs
 
 
+class PromptTooLong(ValueError):
+    """A prompt that leaves the engine no room for ``max_new_tokens`` (vLLM would cut the
+    answer short, or raise for the whole batch when the prompt reaches ``max_model_len``)."""
+
+
+# ``lora_path=NO_ADAPTER``: the base model on purpose (``lora_request=None``), as Unsloth's
+# notebooks evaluate "before" on a model that carries a LoRA.
+NO_ADAPTER = "<no adapter>"
+
+
+def engine_model_len(tokenizer, prompts: Sequence[Messages], settings: GenerationSettings) -> int:
+    """The ``max_model_len`` an evaluation engine needs: the longest rendered prompt plus
+    ``max_new_tokens``, so no item is cut short by the engine rather than by the setting."""
+    texts = render_prompts(tokenizer, prompts, settings.chat_template_kwargs)
+    longest = max(
+        (len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts), default=0
+    )
+    return longest + settings.max_new_tokens
+
+
 class VLLMGenerator:
     """Generation through vLLM: ``generate_fn(texts, **vllm_generate_kwargs(...))``.
 
@@ -75,7 +95,9 @@ class VLLMGenerator:
         backend: str,
         lora_request=None,
         skip_special_tokens: bool | None = None,
+        max_model_len: int | None = None,
     ) -> None:
+        self.max_model_len = max_model_len
         self.generate_fn, self.tokenizer, self.settings = generate_fn, tokenizer, settings
         self.backend, self.lora_request = backend, lora_request
         if skip_special_tokens is None:
@@ -97,6 +119,15 @@ class VLLMGenerator:
         if not prompts:
             return []
         texts = render_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
+        if self.max_model_len is not None:
+            sizes = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+            over = [n for n in sizes if n + self.settings.max_new_tokens > self.max_model_len]
+            if over:
+                raise PromptTooLong(
+                    f"{len(over)} of {len(texts)} prompts ({max(over)} tokens) + max_new_tokens "
+                    f"{self.settings.max_new_tokens} exceed the engine's max_model_len "
+                    f"{self.max_model_len}"
+                )
         kwargs = vllm_generate_kwargs(self.sampling_params(), self.lora_request)
         outputs = self.generate_fn(texts, **kwargs)
         eos = self.tokenizer.eos_token or ""
@@ -116,6 +147,8 @@ def fast_generate_lora(model, lora_path: str | Path | None):
     model) is invisible to ``fast_generate`` unless it is passed as a saved adapter, so a peft
     model without ``lora_path`` is refused rather than silently evaluated as the base model.
     """
+    if lora_path == NO_ADAPTER:
+        return None
     if lora_path is None:
         if getattr(model, "peft_config", None):
             raise ValueError(

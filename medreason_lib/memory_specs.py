@@ -262,6 +262,20 @@ PUBLISHED: tuple[Published, ...] = (
               {"per_device_train_batch_size": 8, "num_generations": 8, "max_prompt_length": 256,
                "max_completion_length": 20224, "offload_activations": False},
               "https://unsloth.ai/blog/grpo (20K context, 8 generations)", False, _BLOG_NOTE),
+    # The course's own measurements: benchmarks/gpu_smoke.py, random weights, H100,
+    # 2026-11-27, torch.cuda.max_memory_reserved() over 3 GRPO steps with HF generation (no
+    # vLLM). Not held to the margin: the prompts were at most 265 tokens while the plan
+    # counts max_prompt_length for every sequence, and random weights never stop early.
+    Published("Qwen/Qwen2.5-3B-Instruct", "grpo", 3.736,
+              {"per_device_train_batch_size": 8, "num_generations": 8, "max_prompt_length": 640,
+               "max_completion_length": 64, "lora_rank": 64, "use_vllm": False},
+              "benchmarks/gpu_smoke.py (random weights, H100, 2026-11-27)", False,
+              "measured by the course; peak allocated 3.304 GB"),
+    Published("Qwen/Qwen3-8B", "grpo", 8.539,
+              {"per_device_train_batch_size": 8, "num_generations": 8, "max_prompt_length": 768,
+               "max_completion_length": 64, "lora_rank": 32, "use_vllm": False},
+              "benchmarks/gpu_smoke.py (random weights, H100, 2026-11-27)", False,
+              "measured by the course; peak allocated 7.793 GB"),
 )  # fmt: skip
 
 # Unsloth's gpt-oss GRPO notebook, under its training cell: "A T4 free GPU might take 5

@@ -19,6 +19,7 @@ every keyword against the pinned Unsloth source without a GPU.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 from dataclasses import dataclass
@@ -93,13 +94,46 @@ def _load_unsloth(profile: Profile, model_name: str | None):
     return model, tokenizer
 
 
+@dataclass
+class EvalModel:
+    """A loaded model that its holder owns: the model, its tokenizer, and the saved adapter
+    that a vLLM engine should apply (``lora_path``; None where the adapter, if any, is
+    already in the model).
+
+    Use it as a context manager, or call ``close()``, and keep no other name for ``.model``:
+    ``close`` drops the model, its vLLM engine and Unsloth's self-references, then collects
+    and empties the CUDA cache, so the next model loads into a free GPU.
+    """
+
+    model: Any
+    tokenizer: Any
+    lora_path: Path | None = None
+
+    def close(self) -> None:
+        model, self.model, self.tokenizer = self.model, None, None
+        if model is not None:
+            _detach(model)
+        del model
+        free_memory()
+
+    @property
+    def closed(self) -> bool:
+        return self.model is None
+
+    def __enter__(self) -> EvalModel:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def load_model(
     profile: Profile, *, base: str | Path | None = None, adapter: str | Path | None = None
-):
+) -> EvalModel:
     """A model and tokenizer for generation: the profile's model (or ``base``), with a
-    trained LoRA ``adapter`` applied when one is given.
+    trained LoRA ``adapter`` applied when one is given (through peft).
 
-    Returns ``(model, tokenizer)`` with left padding, in eval mode.
+    Returns an ``EvalModel`` (left padding, eval mode) to use in a ``with`` block.
     """
     name = str(base) if base else profile.model_id
     if profile.is_tiny:
@@ -124,20 +158,27 @@ def load_model(
         FastLanguageModel.for_inference(model)
     tokenizer.padding_side = "left"
     model.eval()
-    return model, tokenizer
+    return EvalModel(model, tokenizer)
 
 
-@dataclass
-class EvalModel:
-    """A model to evaluate, and the saved adapter its vLLM engine should apply (if any)."""
+def for_inference(profile: Profile, loaded: EvalModel) -> EvalModel:
+    """Make a model that just trained ready to generate: eval mode, left padding, and on GPU
+    profiles Unsloth's inference mode."""
+    loaded.model.eval()
+    loaded.tokenizer.padding_side = "left"
+    if not profile.is_tiny:
+        from unsloth import FastLanguageModel  # GPU only
 
-    model: Any
-    tokenizer: Any
-    lora_path: Path | None = None
+        FastLanguageModel.for_inference(loaded.model)
+    return loaded
 
 
 def load_for_eval(
-    profile: Profile, *, base: str | Path | None = None, adapter: str | Path | None = None
+    profile: Profile,
+    *,
+    base: str | Path | None = None,
+    adapter: str | Path | None = None,
+    max_seq_length: int | None = None,
 ) -> EvalModel:
     """A model for the evaluation harness.
 
@@ -148,10 +189,12 @@ def load_for_eval(
     fresh in-memory LoRA weights are never used for generation).
     """
     if profile.is_tiny or not profile.use_vllm:
-        return EvalModel(*load_model(profile, base=base, adapter=adapter))
+        return load_model(profile, base=base, adapter=adapter)
     from unsloth import FastLanguageModel  # GPU only
 
     kwargs = unsloth_load_kwargs(profile, str(base) if base else None)
+    if max_seq_length:  # the engine's max_model_len: room for the longest prompt + answer
+        kwargs["max_seq_length"] = max(kwargs["max_seq_length"], max_seq_length)
     if adapter is not None:  # vLLM refuses a LoRA whose rank exceeds max_lora_rank
         rank = json.loads((Path(adapter) / "adapter_config.json").read_text())["r"]
         kwargs["max_lora_rank"] = max(kwargs["max_lora_rank"], rank)
@@ -163,14 +206,36 @@ def load_for_eval(
     return EvalModel(model, tokenizer, Path(adapter) if adapter is not None else None)
 
 
-def release(model) -> None:
-    """Free a model's memory before loading the next (its vLLM engine too, on a GPU)."""
-    engine = getattr(model, "vllm_engine", None)
+# Attributes through which Unsloth ties a model to itself or to its vLLM engine:
+# ``load_lora``/``save_lora`` are ``functools.partial(fn, model)`` (a reference cycle that only
+# ``gc.collect()`` breaks) and ``vllm_engine``/``fast_generate*`` hold the engine, set on the
+# peft model and on the model inside it (unsloth/models/_utils.py, llama.py).
+ENGINE_ATTRS = ("vllm_engine", "fast_generate", "fast_generate_batches", "load_lora", "save_lora")
+
+
+def _detach(model) -> None:
+    """Delete ``model``'s vLLM engine and every attribute that ties it to itself or the engine,
+    on the model and each module inside it, so dropping the last name frees it."""
+    modules = [model, *model.modules()] if hasattr(model, "modules") else [model]
+    engine = next(
+        (vars(m)["vllm_engine"] for m in modules if vars(m).get("vllm_engine") is not None), None
+    )
+    for module in modules:
+        for name, value in list(vars(module).items()):
+            ties = isinstance(value, functools.partial) and any(
+                a is model or a is module for a in value.args
+            )
+            if name in ENGINE_ATTRS or ties:
+                delattr(module, name)
     if engine is not None:
         from unsloth_zoo.vllm_utils import delete_vllm  # GPU only
 
         delete_vllm(engine)
-    del model
+
+
+def free_memory() -> None:
+    """Collect garbage (Unsloth's models hold reference cycles) and return the CUDA cache.
+    Call it after the last reference is gone: memory a live name holds cannot be freed."""
     gc.collect()
     try:
         import torch
@@ -179,6 +244,37 @@ def release(model) -> None:
             torch.cuda.empty_cache()
     except ImportError:
         pass
+
+
+def release(obj) -> None:
+    """Free an ``EvalModel``, a trainer (its model and optimizer state) or a model.
+
+    The memory comes back only when nothing else refers to the model: drop your own names
+    first (``del model``), or better, hold models only in an ``EvalModel`` (``with`` blocks).
+    """
+    if isinstance(obj, EvalModel):
+        obj.close()
+        return
+    if hasattr(obj, "accelerator") and hasattr(obj, "model"):  # a transformers Trainer
+        close_trainer(obj)
+    elif obj is not None:
+        _detach(obj)
+    del obj
+    free_memory()
+
+
+def close_trainer(trainer, *, keep_model: bool = False):
+    """Drop what a finished trainer holds on the GPU: its optimizer and scheduler, the
+    accelerator's references, and (unless ``keep_model``) its model. Returns the model when
+    ``keep_model`` (to evaluate it in place), else None."""
+    model = trainer.model if keep_model else None
+    for name in ("optimizer", "lr_scheduler", "model_wrapped", "model", "ref_model", "llm"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
+    trainer.accelerator.free_memory()
+    if not keep_model:
+        free_memory()
+    return model
 
 
 def load_for_training(profile: Profile, *, base: str | Path | None = None):

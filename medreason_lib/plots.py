@@ -191,3 +191,66 @@ def plot_training(
     )
     fig.tight_layout()
     return fig
+
+
+# --- What the policy answers (AnswerShares columns of metrics.csv) -------------------------
+
+
+def plot_answer_shares(metrics, share: float | None = None):
+    """Per task, the share of each answer among the completions at every logged step.
+
+    ``metrics`` is a run's ``metrics.csv`` (or its DataFrame) with the ``answers/...``
+    columns that ``callbacks.AnswerShares`` logs. Closed answer sets (yes/no/maybe, A-D)
+    are stacked areas, "none" (no readable answer) on top in grey; a number task shows the
+    share of its commonest answer. The dashed line is the collapse share (90% unless
+    ``share`` is given), the dotted line the format rate, and a red vertical line marks the
+    step where the collapse alarm went off. Returns the ``Figure``.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from .stats import COLLAPSE_SHARE
+
+    share = COLLAPSE_SHARE if share is None else share
+    if isinstance(metrics, pd.DataFrame):
+        frame = metrics.sort_values("step").reset_index(drop=True)
+    else:
+        frame = read_metrics(metrics)
+    columns = [c for c in frame.columns if c.startswith("answers/") and c.count("/") == 2]
+    tasks = sorted({c.split("/")[1] for c in columns})
+    if not tasks:
+        raise ValueError(
+            f"{metrics if not isinstance(metrics, pd.DataFrame) else 'the metrics'} hold no "
+            "answers/<task>/<answer> columns: the run did not log answer shares "
+            "(trained before callbacks.AnswerShares existed, or no step was logged)"
+        )
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.8 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        own = [c for c in columns if c.split("/")[1] == task]
+        rows = frame.dropna(subset=own, how="all")
+        labels = [c for c in own if c.split("/")[2] not in ("none", "top_share")]
+        steps = rows["step"]
+        if labels:
+            stacked = [rows[c].fillna(0) for c in labels] + [rows[f"answers/{task}/none"].fillna(0)]
+            names = [c.split("/")[2] for c in labels] + ["none"]
+            colors = [f"C{i}" for i in range(len(labels))] + ["lightgrey"]
+            ax.stackplot(steps, stacked, labels=names, colors=colors, alpha=0.85)
+        else:
+            ax.plot(steps, rows[f"answers/{task}/top_share"], label="commonest answer")
+            ax.plot(steps, rows[f"answers/{task}/none"], color="grey", label="none")
+        ax.axhline(
+            share, color="black", linestyle="--", linewidth=1, label=f"alarm share {share:.0%}"
+        )
+        if "answers/format_rate" in rows:
+            ax.plot(steps, rows["answers/format_rate"], "k:", label="format rate")
+        alarm = frame.get("answers/collapse_alarm")
+        for step in frame.loc[alarm.fillna(0) > 0, "step"] if alarm is not None else []:
+            ax.axvline(step, color="red", linewidth=2, label="collapse alarm")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("share of completions", fontsize=8)
+        ax.set_title(f"{task}: answers per step", fontsize=10)
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle("What the policy answers during GRPO", fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -86,6 +86,14 @@ class Profile:
     # {task: {label: share}}; a task left out gets its default (PubMedQA: the labelled train
     # split's shares; multiple choice: uniform A-D); {task: None} keeps the source's own.
     label_targets: dict = field(default_factory=dict)
+    # prompt filter: a task that loses more than this share of its rows to max_prompt_length
+    # stops the run (a 70/30 mix must not silently become mostly the other task)
+    max_prompt_drop_share: float = 0.2
+    # PPO/GRPO clipping: ratio kept within [1 - epsilon, 1 + epsilon_high]. None: 0.28 for
+    # loss_type "dapo" (DAPO's clip-higher, which Unsloth also sets by itself), else epsilon.
+    # Passed explicitly so CPU (plain TRL) and GPU (Unsloth) runs clip the same way.
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
     scarce_labels: str = "replace"  # a label short of its target: "replace" | "cap" | "error"
     shuffle_options: bool = True  # multiple choice: shuffle options to balance the gold letter
 

@@ -165,7 +165,7 @@ def run_warmstart(
     """
     from trl import SFTTrainer
 
-    from .models import load_for_training
+    from .models import close_trainer, free_memory, load_for_training
     from .trl_compat import install_cpu_logprob_fallback
 
     install_cpu_logprob_fallback()
@@ -188,6 +188,9 @@ def run_warmstart(
     trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     stamp_path.write_text(json.dumps(stamp, indent=2))
+    close_trainer(trainer)  # the GRPO model loads next: free this one first
+    del trainer, model
+    free_memory()
     return output_dir
 
 

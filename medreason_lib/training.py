@@ -24,13 +24,20 @@ The run folder is ``runs/<profile>/grpo`` unless ``run_dir`` is given; set
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import paths
-from .callbacks import MetricsCSV, RecordedReward, SamplePrinter
+from .callbacks import (
+    AnswerShares,
+    MetricsCSV,
+    RecordedReward,
+    SamplePrinter,
+    training_label_shares,
+)
+from .models import EvalModel, close_trainer, for_inference, free_memory
 from .profiles import Profile, gpu_memory_gb
 from .rewards import REWARD_FUNCS
 from .training_config import filter_long_prompts, grpo_config, preflight
@@ -48,6 +55,21 @@ class TrainingRun:
     global_step: int
     reward_seconds: float = 0.0
     train_seconds: float = 0.0
+    # the trained model, still loaded, when ``train(keep_model=True)``: evaluate it in place
+    # (``evaluation.evaluate_before_after``), then ``close()`` the run
+    model: EvalModel | None = field(default=None, repr=False, compare=False)
+
+    def close(self) -> None:
+        """Free the kept model (nothing to do when ``train`` did not keep one)."""
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+
+    def __enter__(self) -> TrainingRun:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TrainingRun:
@@ -132,7 +154,11 @@ def build_trainer(
         args=grpo_config(profile, run_dir, **config_overrides),
         train_dataset=dataset,
         peft_config=peft_config,
-        callbacks=[MetricsCSV(run_dir / "metrics.csv"), SamplePrinter(rewards, sample_every)],
+        callbacks=[
+            AnswerShares(training_label_shares(dataset), rewards[0]),  # before MetricsCSV
+            MetricsCSV(run_dir / "metrics.csv"),
+            SamplePrinter(rewards, sample_every),
+        ],
     )
     return trainer, rewards
 
@@ -145,9 +171,16 @@ def train(
     dataset=None,
     reward_funcs=None,
     sample_every: int = 10,
+    keep_model: bool = False,
     **config_overrides,
 ) -> TrainingRun:
-    """Run GRPO for ``profile`` (see the module docstring for the steps)."""
+    """Run GRPO for ``profile`` (see the module docstring for the steps).
+
+    When it returns, the trainer, its optimizer state and (unless ``keep_model``) the model
+    are freed: the GPU holds nothing of this run. ``keep_model=True`` keeps the trained model
+    in ``run.model`` (an ``models.EvalModel``) to evaluate it in place without loading a
+    second copy; ``run.close()`` (or ``with train(...) as run:``) frees it afterwards.
+    """
     import time
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
@@ -207,4 +240,14 @@ def train(
     }
     if trainer.is_world_process_zero():  # under accelerate, one process writes
         (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    model = close_trainer(trainer, keep_model=keep_model)
+    tokenizer = trainer.processing_class
+    del trainer
+    if keep_model:
+        # vLLM engines apply a saved adapter per request; elsewhere it is in the model
+        kept = EvalModel(model, tokenizer, adapter_dir if profile.use_vllm else None)
+        run.model = for_inference(profile, kept)
+        del kept
+    del model, tokenizer
+    free_memory()
     return run

@@ -82,20 +82,50 @@ def prompt_lengths(dataset: Dataset, tokenizer, profile: Profile) -> list[int]:
 
 
 def filter_long_prompts(dataset: Dataset, tokenizer, profile: Profile) -> Dataset:
-    """Drop prompts over ``profile.max_prompt_length`` tokens, and report how many."""
+    """Drop prompts over ``profile.max_prompt_length`` tokens (counted after the chat
+    template, as the trainer renders them), and report rows kept and dropped per task.
+
+    Raises ``ConfigError`` when any task loses more than ``profile.max_prompt_drop_share`` of
+    its rows: the mix would silently change (e.g. PubMedQA abstracts under gpt-oss's long
+    harmony header). The message names the task, the share lost and the setting to raise.
+    """
     lengths = prompt_lengths(dataset, tokenizer, profile)
-    keep = [i for i, n in enumerate(lengths) if n <= profile.max_prompt_length]
-    dropped = len(lengths) - len(keep)
-    print(
-        f"prompt length filter: kept {len(keep)}/{len(lengths)} prompts of at most "
-        f"{profile.max_prompt_length} tokens (dropped {dropped}; longest {max(lengths, default=0)})"
+    limit = profile.max_prompt_length
+    tasks = dataset["task"] if "task" in dataset.column_names else ["all"] * len(lengths)
+    keep = [i for i, n in enumerate(lengths) if n <= limit]
+    per_task: dict[str, list[int]] = {}
+    for task, n in zip(tasks, lengths, strict=True):
+        per_task.setdefault(task, [0, 0, 0])
+        per_task[task][0 if n <= limit else 1] += 1
+        per_task[task][2] = max(per_task[task][2], n)
+    summary = ", ".join(
+        f"{t} {kept}/{kept + lost}" + (f" (dropped {lost}, longest {longest})" if lost else "")
+        for t, (kept, lost, longest) in per_task.items()
     )
+    print(f"prompt length filter (max_prompt_length {limit} tokens): kept {summary}")
+    for task, (kept, lost, longest) in per_task.items():
+        share = lost / (kept + lost)
+        if share > profile.max_prompt_drop_share:
+            raise ConfigError(
+                f"task {task!r} loses {share:.0%} of its rows ({lost} of {kept + lost}, longest "
+                f"{longest} tokens) to max_prompt_length={limit} (profile {profile.name!r}); the "
+                f"limit is max_prompt_drop_share={profile.max_prompt_drop_share:.0%}. Raise "
+                "max_prompt_length (and max_seq_length with it) or shorten the prompts"
+            )
     if not keep:
         raise ConfigError(
-            f"every prompt is longer than max_prompt_length={profile.max_prompt_length} tokens; "
+            f"every prompt is longer than max_prompt_length={limit} tokens; "
             "raise it in the profile or shorten the prompts"
         )
     return dataset.select(keep)
+
+
+def clip_range(profile: Profile) -> tuple[float, float]:
+    """``(epsilon, epsilon_high)`` passed to GRPOConfig: DAPO's clip-higher (0.28) for
+    loss_type "dapo" unless the profile sets ``epsilon_high``, as Unsloth does on a GPU."""
+    if profile.epsilon_high is not None:
+        return profile.epsilon, profile.epsilon_high
+    return profile.epsilon, 0.28 if profile.loss_type == "dapo" else profile.epsilon
 
 
 def gpu_has_bf16() -> bool | None:
@@ -193,6 +223,8 @@ def grpo_settings(profile: Profile, output_dir: str | Path, **overrides) -> dict
         "top_p": profile.top_p,
         "beta": profile.beta,
         "loss_type": profile.loss_type,
+        "epsilon": clip_range(profile)[0],
+        "epsilon_high": clip_range(profile)[1],
         "scale_rewards": profile.scale_rewards,
         "mask_truncated_completions": False,
         "chat_template_kwargs": dict(profile.chat_template_kwargs) or None,

@@ -97,9 +97,9 @@ def test_an_untrained_adapter_is_detected(run, tmp_path):
 
 def test_a_merge_that_saved_the_base_is_caught(run, tmp_path):
     """The known failure: a "merged" folder that holds the base weights without the LoRA."""
-    model, tokenizer = models.load_model(TINY, base=run.base_model)
-    model.save_pretrained(tmp_path / "bad")
-    tokenizer.save_pretrained(tmp_path / "bad")
+    with models.load_model(TINY, base=run.base_model) as loaded:
+        loaded.model.save_pretrained(tmp_path / "bad")
+        loaded.tokenizer.save_pretrained(tmp_path / "bad")
     report = export.verify_adapter(TINY, run, merged_dir=tmp_path / "bad")
     assert not report.ok
     (problem,) = [p for p in report.problems if p.startswith("3.")]
@@ -120,8 +120,8 @@ def test_saved_adapter_folder(run):
     assert "training_args.bin" not in names  # a pickle; nothing a user needs
     card = (folder / "README.md").read_text()
     assert template.SYSTEM_PROMPT in card and ask.DISCLAIMER in card
-    base, _ = models.load_model(TINY, base=run.base_model)
-    PeftModel.from_pretrained(base, str(folder))  # loads as an adapter
+    with models.load_model(TINY, base=run.base_model) as loaded:
+        PeftModel.from_pretrained(loaded.model, str(folder))  # loads as an adapter
     assert export.adapter_weights(folder).trained
 
 
@@ -334,8 +334,8 @@ def test_ask_refuses_questions_without_a_training_format():
 
 
 def test_ask_the_trained_model(run):
-    loaded = ask.load_trained(TINY, run.run_dir)
-    answer = ask.ask(loaded, "Does walking help?", context="A trial.", profile=TINY)
+    with ask.load_trained(TINY, run.run_dir) as loaded:
+        answer = ask.ask(loaded, "Does walking help?", context="A trial.", profile=TINY)
     assert answer.prompt == data.build_prompt(
         {**ROW, "question": "Does walking help?", "context": "A trial."}
     )

@@ -95,7 +95,8 @@ def test_fits_keeps_the_margin():
 def test_published_points_record_their_settings_and_source():
     for p in PUBLISHED:
         assert p.model in SPECS and p.method in memory.METHODS
-        assert p.source.startswith("https://") and p.gb > 0
+        # a published figure cites its page; the course's own measurement names its script
+        assert p.source.startswith(("https://", "benchmarks/gpu_smoke.py")) and p.gb > 0
         assert set(p.settings) <= set(memory.SETTINGS)
 
 

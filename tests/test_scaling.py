@@ -96,7 +96,8 @@ def test_grpo_raises_the_reward_of_the_stand_in(name, grpo_runs):
 def _sampled(name, warm_start, n=8):
     """Sampled completions of the warm-started stand-in, decoded both ways."""
     profile = PROFILES[name]
-    model, tokenizer = load_model(profile, base=warm_start)
+    loaded = load_model(profile, base=warm_start)
+    model, tokenizer = loaded.model, loaded.tokenizer
     rows = training_dataset(profile).select(range(n))
     settings = GenerationSettings.from_profile(profile, sample=True)
     prompts = [r["prompt"] for r in rows]
