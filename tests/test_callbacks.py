@@ -239,8 +239,14 @@ def test_grpo_with_a_reward_that_pays_only_yes_sounds_the_alarm(tmp_path, monkey
         "warmstart_dataset",
         lambda rows, seed=0, template_share=0.5, **kw: draw(rows, seed, 1.0, **kw),
     )
+    # Sampling at 0.5 and a learning rate of 3e-3: the alarm went off at steps 10-11 with
+    # seeds 0, 1 and 3 (measured on CPU), well inside 16 steps.
     profile = PROFILES["tiny"].replace(
-        max_steps=16, sft_warmup_steps=100, save_steps=100, temperature=0.6
+        max_steps=16,
+        sft_warmup_steps=100,
+        save_steps=100,
+        temperature=0.5,
+        learning_rate=3e-3,
     )
     with pytest.warns(CollapseWarning, match="completions answer 'yes'") as caught:
         run = train(
