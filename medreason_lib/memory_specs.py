@@ -264,18 +264,19 @@ PUBLISHED: tuple[Published, ...] = (
               "https://unsloth.ai/blog/grpo (20K context, 8 generations)", False, _BLOG_NOTE),
     # The course's own measurements: benchmarks/gpu_smoke.py, random weights, H100,
     # 2026-11-27, torch.cuda.max_memory_reserved() over 3 GRPO steps with HF generation (no
-    # vLLM). Not held to the margin: the prompts were at most 265 tokens while the plan
-    # counts max_prompt_length for every sequence, and random weights never stop early.
+    # vLLM), batch 8, 8 generations, 64-token completions. The plan counts every sequence at
+    # max_prompt_length, so these points use the run's longest prompt (259 and 265 tokens of
+    # the bundled mix), not the profile's budget (640 / 768: +29.9% and +18.6% there).
     Published("Qwen/Qwen2.5-3B-Instruct", "grpo", 3.736,
-              {"per_device_train_batch_size": 8, "num_generations": 8, "max_prompt_length": 640,
+              {"per_device_train_batch_size": 8, "num_generations": 8, "max_prompt_length": 259,
                "max_completion_length": 64, "lora_rank": 64, "use_vllm": False},
-              "benchmarks/gpu_smoke.py (random weights, H100, 2026-11-27)", False,
-              "measured by the course; peak allocated 3.304 GB"),
+              "benchmarks/gpu_smoke.py (random weights, H100, 2026-11-27)",
+              note="measured by the course; peak allocated 3.304 GB"),
     Published("Qwen/Qwen3-8B", "grpo", 8.539,
-              {"per_device_train_batch_size": 8, "num_generations": 8, "max_prompt_length": 768,
+              {"per_device_train_batch_size": 8, "num_generations": 8, "max_prompt_length": 265,
                "max_completion_length": 64, "lora_rank": 32, "use_vllm": False},
-              "benchmarks/gpu_smoke.py (random weights, H100, 2026-11-27)", False,
-              "measured by the course; peak allocated 7.793 GB"),
+              "benchmarks/gpu_smoke.py (random weights, H100, 2026-11-27)",
+              note="measured by the course; peak allocated 7.793 GB"),
 )  # fmt: skip
 
 # Unsloth's gpt-oss GRPO notebook, under its training cell: "A T4 free GPU might take 5

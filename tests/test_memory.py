@@ -328,3 +328,13 @@ def test_preflight_warns_when_gpt_oss_grpo_runs_without_bf16(capsys):
         preflight(profile, _one_row(), gpu_gb=GPUS["T4"].memory_gb, bf16=False)
     preflight(profile, _one_row(), gpu_gb=roomy, bf16=True)  # with bf16: no warning
     assert "WARNING" not in capsys.readouterr().out
+
+
+def test_the_course_gpu_measurements_are_required_and_within_the_margin():
+    """benchmarks/gpu_smoke.py's H100 peaks (random weights, 2026-11-27) are calibration
+    points held to the same ±20% as the published figures."""
+    measured = [r for r in memory.calibration_table() if "gpu_smoke" in r["source"]]
+    assert {r["model"] for r in measured} == {"Qwen/Qwen2.5-3B-Instruct", "Qwen/Qwen3-8B"}
+    for row in measured:
+        assert row["required"] and abs(row["error_pct"]) <= 20
+        assert row["settings"]["use_vllm"] is False  # the smoke generates without vLLM
