@@ -177,7 +177,12 @@ def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | li
         # one bad item (a prompt over the engine's length) must not cost the batch: retry
         # each item alone, so only the items that fail on their own are recorded as failed
         singles = [_generate_batch(gen, [it], number) for it in batch]
-        if all(err is not None for _, err in singles):
+        failed = sum(err is not None for _, err in singles)
+        print(
+            f"batch {number} raised {type(exc).__name__}: {exc}; retried item by item: "
+            f"{len(batch) - failed} of {len(batch)} answered, {failed} recorded as failed"
+        )
+        if failed == len(batch):
             return [None] * len(batch), f"{type(exc).__name__}: {exc}"
         return [c[0] for c, _ in singles], [err for _, err in singles]
     where = f"batch {number} (items {batch[0]['id']} .. {batch[-1]['id']})"

@@ -391,7 +391,9 @@ def _user_turn(prompt: Sequence[dict]) -> str:
     return [m["content"] for m in prompt if m["role"] == "user"][-1]
 
 
-def scripted_generator(answer: str | Callable[[dict], str], dataset=None, reasoning: str = "..."):
+def scripted_generator(
+    answer: str | Callable[[dict], str], dataset=None, reasoning: str = "A scripted answer."
+):
     """A fake ``generate`` that answers in the template, for checking the harness itself.
 
     ``answer``: one answer for every prompt (``"yes"``), or ``fn(row) -> answer`` (then

@@ -34,6 +34,7 @@ from .template import (
     ANSWER_OPEN,
     REASONING_CLOSE,
     REASONING_OPEN,
+    has_reasoning,
     is_strict_template,
     parse_completion,
 )
@@ -60,26 +61,6 @@ TRAILING_PENALTY_PER_CHAR = 0.001
 
 # The answer block must hold something: an empty one earns no format credit here.
 _SOFT = re.compile(r"\s*<reasoning>.*?</reasoning>\s*<answer>\s*\S.*?</answer>", re.DOTALL)
-# A word: a run of letters or digits, or one CJK character (those scripts use no spaces).
-_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
-MIN_REASONING_WORDS = 2
-
-
-def has_reasoning(reasoning: str | None) -> bool:
-    """True when a reasoning block's text holds at least two different words.
-
-    Empty, whitespace-only, punctuation-only and one-word blocks ("...", "Reasoning",
-    "yes yes yes") are hollow. Nothing more is asked: a two-word block and a long one count
-    the same, so no completion earns anything for being longer.
-    """
-    if not reasoning:
-        return False
-    words = set()
-    for m in _WORD.finditer(reasoning):
-        words.add(m.group().lower())
-        if len(words) >= MIN_REASONING_WORDS:
-            return True
-    return False
 
 
 def strict_format_reward(completions, **kwargs) -> list[float]:

@@ -171,11 +171,34 @@ def is_strict_template(text: str) -> bool:
     )
 
 
+# A word: a run of letters or digits, or one CJK character (those scripts use no spaces).
+_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]|[^\W_]+")
+MIN_REASONING_WORDS = 2
+
+
+def has_reasoning(reasoning: str | None) -> bool:
+    """True when a reasoning block's text holds at least two different words.
+
+    Empty, whitespace-only, punctuation-only and one-word blocks ("...", "Reasoning",
+    "yes yes yes") are hollow. Nothing more is asked: a two-word block and a long one count
+    the same, so no completion earns anything for being longer.
+    """
+    if not reasoning:
+        return False
+    words = set()
+    for m in _WORD.finditer(reasoning):
+        words.add(m.group().lower())
+        if len(words) >= MIN_REASONING_WORDS:
+            return True
+    return False
+
+
 def parse_completion(completion) -> ParsedCompletion:
     """Parse one completion (string or chat messages) into reasoning, answer and form.
 
-    ``well_formed`` means: one reasoning block before one answer block, a non-empty answer,
-    and nothing after ``</answer>`` but whitespace. Newlines inside the blocks are free (the
+    ``well_formed`` means: one reasoning block that holds reasoning (``has_reasoning``: not
+    empty, punctuation or one word) before one answer block, a non-empty answer, and nothing
+    after ``</answer>`` but whitespace. Newlines inside the blocks are free (the
     strict layout is ``is_strict_template``'s business).
     """
     text = completion_text(completion)
@@ -190,6 +213,7 @@ def parse_completion(completion) -> ParsedCompletion:
     well_formed = (
         len(blocks) == 1
         and len(reasoning_blocks) == 1
+        and has_reasoning(reasoning)
         and answer is not None
         and canonical.find(REASONING_CLOSE) < canonical.find(ANSWER_OPEN)
         and not trailing.strip()

@@ -137,7 +137,9 @@ def test_confusion_matrix_and_answer_distribution(pubmedqa):
 
 def test_completion_objects_carry_truncation_and_length(pubmedqa):
     def generate(prompts):
-        out = [{"text": template.format_completion("r", "yes"), "truncated": False}] * len(prompts)
+        out = [{"text": template.format_completion("two words", "yes"), "truncated": False}] * len(
+            prompts
+        )
         out[0] = Completion("<reasoning>\ncut off", truncated=True, n_tokens=7)
         return out
 
@@ -184,6 +186,8 @@ def test_unreadable_completion_type_names_the_batch(pubmedqa):
 
 
 def test_a_raising_batch_is_recorded_as_failed(pubmedqa, capsys):
+    """A batch that raises is retried item by item: a transient failure loses nothing, an item
+    that fails on its own is recorded as failed (never dropped), and both are reported."""
     gold = scripted_generator(lambda r: r["answer"], pubmedqa)
     calls = []
 
@@ -194,12 +198,30 @@ def test_a_raising_batch_is_recorded_as_failed(pubmedqa, capsys):
         return gold(prompts)
 
     report = run(flaky, pubmedqa, batch_size=5)
+    assert report.failed == 0 and report.accuracy == 1.0
+    assert "retried item by item: 5 of 5 answered" in capsys.readouterr().out
+
+    def always_fails(prompts):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    report = run(always_fails, pubmedqa, batch_size=5)
     failed = [r for r in report.records if r["error"]]
-    assert report.failed == len(failed) == 5
+    assert report.failed == len(failed) == 16
     assert all(r["error"] == "RuntimeError: CUDA out of memory (simulated)" for r in failed)
-    assert report.accuracy == pytest.approx(11 / 16)  # failures count as wrong
-    assert report.by_task["pubmedqa"].answer_counts["failed"] == 5
-    assert "5 failed" in str(report) and "5 of 16 items failed" in capsys.readouterr().out
+    assert report.accuracy == 0.0
+    bad = pubmedqa[0]["id"]
+    picky = scripted_generator(lambda r: r["answer"], pubmedqa)
+
+    def one_bad_item(prompts):
+        if any(p == pubmedqa[0]["prompt"] for p in prompts):
+            raise RuntimeError("this prompt breaks the engine")
+        return picky(prompts)
+
+    report = run(one_bad_item, pubmedqa, batch_size=5)
+    assert [r["id"] for r in report.records if r["error"]] == [bad]
+    assert report.accuracy == pytest.approx(15 / 16)  # failures count as wrong
+    assert report.by_task["pubmedqa"].answer_counts["failed"] == 1
+    assert "1 failed" in str(report) and "1 of 16 items failed" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- saving, resume
