@@ -113,6 +113,7 @@ class EvalModel:
         model, self.model, self.tokenizer = self.model, None, None
         if model is not None:
             _detach(model)
+            _hollow(model)
         del model
         free_memory()
 
@@ -233,6 +234,33 @@ def _detach(model) -> None:
         delete_vllm(engine)
 
 
+def _hollow(model) -> None:
+    """Replace the storage of every parameter and buffer of ``model`` with an empty tensor
+    (and drop bitsandbytes' quantisation state), so its memory comes back even when
+    something outside still references one of its modules.
+
+    Measured on an H100 (benchmarks/gpu_smoke.py, 2026-11-27): after an Unsloth model had
+    trained or generated and every course reference was dropped, its input embedding (and
+    after ``evaluate_model`` the whole 4-bit model, 4.7 GB for Qwen3-8B) stayed allocated,
+    reachable only through lists outside the course's code. A closed model is not used
+    again, so emptying its tensors is safe and returns that memory."""
+    import torch
+
+    if not hasattr(model, "modules"):
+        return
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for tensor in store.values():
+                if tensor is None:
+                    continue
+                try:
+                    tensor.data = torch.empty(0, dtype=tensor.dtype)
+                    if getattr(tensor, "quant_state", None) is not None:
+                        tensor.quant_state = None
+                except (RuntimeError, TypeError, AttributeError):
+                    continue  # a tensor type that refuses: left to the garbage collector
+
+
 def free_memory() -> None:
     """Collect garbage (Unsloth's models hold reference cycles) and return the CUDA cache.
     Call it after the last reference is gone: memory a live name holds cannot be freed."""
@@ -259,6 +287,7 @@ def release(obj) -> None:
         close_trainer(obj)
     elif obj is not None:
         _detach(obj)
+        _hollow(obj)
     del obj
     free_memory()
 
@@ -268,6 +297,9 @@ def close_trainer(trainer, *, keep_model: bool = False):
     accelerator's references, and (unless ``keep_model``) its model. Returns the model when
     ``keep_model`` (to evaluate it in place), else None."""
     model = trainer.model if keep_model else None
+    if not keep_model and trainer.model is not None:
+        _detach(trainer.model)
+        _hollow(trainer.model)
     for name in ("optimizer", "lr_scheduler", "model_wrapped", "model", "ref_model", "llm"):
         if hasattr(trainer, name):
             setattr(trainer, name, None)
