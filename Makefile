@@ -14,7 +14,8 @@ TORCH_INDEX   ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP   := $(VENV)/.medreason-installed
 
-.PHONY: setup course test test-slow lint format bench clean help wheels gpu-wheels
+.PHONY: setup course test test-slow test-durations lint format bench clean help wheels \
+        gpu-wheels
 
 help:
 	@echo "make course    run every notebook in order under the profile that fits this machine"
@@ -23,6 +24,7 @@ help:
 	@echo "make lint      ruff check + format check;  make format  rewrites"
 	@echo "make test-slow the expensive tests kept out of the default run"
 	@echo "make bench     the speed/memory scripts in benchmarks/"
+	@echo "make test-durations  the slowest tests (N=25, TESTS=tests; TESTS=\"tests --nbmake notebooks\" for all)"
 	@echo "make wheels    fetch the pinned unsloth/unsloth_zoo wheels and vLLM files (API-drift tests)"
 
 setup: $(STAMP)
@@ -48,7 +50,7 @@ course: $(STAMP)
 # importing them) to check every keyword the course passes. Versions come from
 # requirements-gpu.txt. unsloth + unsloth_zoo: their wheels (~31 MB). vLLM: only the 4 files the
 # tests read, taken out of its ~336 MB wheel by HTTP range requests (~2 MB; see
-# medreason_lib/wheel_fetch.py). Nothing is fetched when they are already in .cache/wheels.
+# tools/wheel_fetch.py). Nothing is fetched when they are already in .cache/wheels.
 WHEELS   := .cache/wheels
 gpu_pin   = $(shell sed -n 's/^$(1)==\([^[:space:];]*\).*/\1/p' requirements-gpu.txt)
 UNSLOTH_VERSION     := $(call gpu_pin,unsloth)
@@ -63,7 +65,7 @@ wheels: $(STAMP)
 	       unsloth==$(UNSLOTH_VERSION) unsloth_zoo==$(UNSLOTH_ZOO_VERSION)
 	@ls $(WHEELS)/vllm_bnb_plugin-$(VLLM_BNB_VERSION)-*.whl >/dev/null 2>&1 \
 	  || $(PIP) download -q --no-deps -d $(WHEELS) vllm-bnb-plugin==$(VLLM_BNB_VERSION)
-	@$(PY) -m medreason_lib.wheel_fetch vllm-sources $(VLLM_VERSION) $(WHEELS)
+	@$(PY) -m tools.wheel_fetch vllm-sources $(VLLM_VERSION) $(WHEELS)
 
 # Tests always run on the tiny profile, whatever the machine: they are the CPU checks.
 test: $(STAMP) wheels
@@ -81,6 +83,12 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# The slowest tests with their times, so whoever adds a test sees its cost.
+N     ?= 25
+TESTS ?= tests
+test-durations: $(STAMP)
+	@tools/slowest_tests.sh $(N) $(TESTS)
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; MEDREASON_PROFILE=tiny $(PY) $$f || exit 1; done

@@ -6,7 +6,7 @@ checked against:
 
 - trl / transformers / peft (installed at their pins): ``inspect`` on the real classes;
 - Unsloth, unsloth_zoo, vLLM (GPU only, not installed here): their pinned source, read with
-  ``ast`` from the files ``make wheels`` puts in ``.cache/wheels`` (``medreason_lib.api_drift``).
+  ``ast`` from the files ``make wheels`` puts in ``.cache/wheels`` (``tools/api_drift.py``).
 
 Only named parameters count: Unsloth's entry points end in ``**kwargs``, which would swallow a
 misspelling. Where a keyword really travels through ``**kwargs``, the test follows it to the
@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from medreason_lib import api_drift as ad
 from medreason_lib import export
 from medreason_lib.generation import GenerationSettings, hf_generate_kwargs
 from medreason_lib.generation_vllm import vllm_generate_kwargs, vllm_sampling_kwargs
@@ -35,6 +34,7 @@ from medreason_lib.models import (
 from medreason_lib.profiles import PROFILES
 from medreason_lib.sft import sft_settings
 from medreason_lib.training_config import grpo_settings
+from tools import api_drift as ad
 
 PINS = ad.gpu_pins()
 ALL = list(PROFILES.values())

@@ -19,9 +19,9 @@ import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from medreason_lib import api_drift as ad
 from medreason_lib import install
 from medreason_lib.profiles import PROFILES
+from tools import api_drift as ad
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_PROFILES = [p for p in PROFILES.values() if not p.is_tiny]

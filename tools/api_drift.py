@@ -20,7 +20,7 @@ Where the sources come from (``make wheels``, which ``make test`` runs; versions
 - unsloth, unsloth_zoo: their wheels, by ``pip download --no-deps`` (about 29 + 3 MB).
 - vLLM: its wheel is about 336 MB, and the checks need four of its files (250 kB). They are
   read out of the wheel on the package index with HTTP range requests, the way pip's "lazy
-  wheel" reads metadata (about 2 MB transferred): see ``medreason_lib.wheel_fetch``.
+  wheel" reads metadata (about 2 MB transferred): see ``tools/wheel_fetch.py``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Fetch a few files out of a large wheel on the package index, without downloading it.
 
-The API-drift tests (``medreason_lib.api_drift``) read four files of vLLM's source; its
+The API-drift tests (``tools/api_drift.py``) read four files of vLLM's source; its
 wheel is about 336 MB. Like pip's "lazy wheel", ``fetch_wheel_members`` reads the wheel's zip
 directory and just those members with HTTP range requests (about 2 MB), and checks each
 against the sha256 that the wheel's own ``RECORD`` lists. The index's sha256 covers the whole
 wheel, so it can only be checked when the whole wheel is downloaded: that is the fallback
 when a server ignores range requests. ``make wheels`` runs
-``python -m medreason_lib.wheel_fetch vllm-sources VERSION DEST``.
+``python -m tools.wheel_fetch vllm-sources VERSION DEST`` from the repository root.
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def fetch_wheel_members(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medreason_lib.wheel_fetch")
+    parser = argparse.ArgumentParser(prog="python -m tools.wheel_fetch")
     sub = parser.add_subparsers(dest="command", required=True)
     vllm = sub.add_parser("vllm-sources", help="fetch the vLLM files the drift tests read")
     vllm.add_argument("version")
