@@ -5,8 +5,11 @@
     python -m medreason_lib plan   --profile 3b --gpu T4        # will it fit? (memory.plan)
     python -m medreason_lib train  --profile tiny --steps 30     # training.train
     python -m medreason_lib eval   --profile tiny --n 16         # evaluation.evaluate_model
+    python -m medreason_lib eval   --profile 3b --model hooman650/MedQwen3B-Reasoner
     python -m medreason_lib export --profile tiny --merge --modelfile
     python -m medreason_lib ask    --profile tiny "Does X help?" --context "An abstract..."
+    python -m medreason_lib doctor                               # is this runtime ready?
+    python -m medreason_lib prefetch --profile 3b --to FOLDER    # download once, then offline
 
 (``medreason`` is the same command, installed by ``pip install -e .``.) Every subcommand takes
 ``--profile`` (default: ``$MEDREASON_PROFILE``, else what the machine fits) and reads and
@@ -34,9 +37,10 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "bad input": reported in one line with exit status 2."""
     from .ask import AskError
     from .export import ExportUnavailable
+    from .prefetch import PrefetchError
     from .training_config import ConfigError
 
-    return (FileNotFoundError, ExportUnavailable, AskError, ConfigError)
+    return (FileNotFoundError, ExportUnavailable, AskError, ConfigError, PrefetchError)
 
 
 class UsageError(Exception):
@@ -126,13 +130,20 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from . import export
+    from . import export, prefetch
 
     profile = _profile(args)
+    if args.model and (args.adapter or args.base or args.baseline):
+        raise UsageError(
+            "--model evaluates a model as it is: drop --adapter, --base and --baseline "
+            "(for an adapter on a base model use --adapter with --base)"
+        )
     if args.baseline and args.adapter:
         raise UsageError("--baseline evaluates the model without an adapter: drop --adapter")
     base, adapter = args.base, None
-    if not args.baseline:
+    if args.model:
+        base = prefetch.model_source(args.model)
+    if not args.baseline and not args.model:
         if args.adapter:
             adapter = Path(args.adapter)
             if not (adapter / "adapter_config.json").is_file():
@@ -146,10 +157,13 @@ def _eval(args) -> int:
     _start(args)
     from . import evaluation
 
-    if not args.baseline and adapter is None:
+    if not args.baseline and not args.model and adapter is None:
         run = export.load_run(profile, args.run_dir)
         base, adapter = base or run.base_model, run.adapter_dir
-    name = args.name or ("baseline" if args.baseline else "trained")
+    if args.model:
+        name = args.name or prefetch.model_report_name(args.model)
+    else:
+        name = args.name or ("baseline" if args.baseline else "trained")
     if args.n is not None and not args.name:  # never replace a full report with a sample
         name += f"-n{args.n}"
     dataset = None
@@ -241,6 +255,18 @@ def _ask(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from . import doctor
+
+    return doctor.run(args.profile, check_hub=not args.no_hub)
+
+
+def _prefetch(args) -> int:
+    from . import prefetch
+
+    return prefetch.command(_profile(args), args)
+
+
 # --------------------------------------------------------------------------- the parser
 
 
@@ -310,15 +336,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="evaluate the trained adapter or the baseline (evaluation.evaluate_model)",
+        help="evaluate the trained adapter, the baseline or any model (evaluation.evaluate_model)",
         description="Evaluate on the profile's benchmarks with the course's settings (greedy, "
-        "the template system prompt) and save runs/<profile>/eval/<name>.json. Default: the "
-        "run's adapter on its base model (run.json); --baseline: the profile's untrained model.",
+        "the template system prompt, the one answer extractor) and save "
+        "runs/<profile>/eval/<name>.json. Default: the run's adapter on its base model "
+        "(run.json); --baseline: the profile's untrained model; --model: a published model "
+        "(hub id) or a local model folder, as it is, loaded the way the profile loads its own.",
     )
     _common(p)
+    p.add_argument(
+        "--model",
+        help="a hub id (hooman650/MedQwen3B-Reasoner) or a saved model folder to evaluate "
+        "with the course's harness, no adapter (report: model-<name>)",
+    )
     p.add_argument("--baseline", action="store_true", help="evaluate the model without an adapter")
     p.add_argument("--adapter", help="a LoRA adapter folder (default: the run's)")
-    p.add_argument("--base", help="the base model id or folder (default: the run's / profile's)")
+    p.add_argument(
+        "--base", help="the base model of --adapter / --baseline (default: the run's / profile's)"
+    )
     p.add_argument("--n", type=int, help="items per benchmark (default: the profile's eval_size)")
     p.add_argument(
         "--name", help="report name (default: trained or baseline, with -n<N> when --n is given)"
@@ -364,6 +399,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, help="default: the profile's completion length")
     p.add_argument("--show-completion", action="store_true", help="also print the raw completion")
     p.set_defaults(handler=_ask)
+
+    p = sub.add_parser(
+        "doctor",
+        help="is this runtime ready? GPU, driver, pins, disk, token, hub, profile fit",
+        description="One line per fact (GPU, driver, CUDA, bf16, package pins, disk, HF_TOKEN "
+        "never shown, the hub, the profile and its memory plan); exit status 1 with one line "
+        "per problem and its fix. Never initialises CUDA (medreason_lib.doctor).",
+    )
+    _common(p, run_dir=False)
+    p.add_argument("--no-hub", action="store_true", help="do not contact the hub")
+    p.set_defaults(handler=_doctor)
+
+    p = sub.add_parser(
+        "prefetch",
+        help="download a profile's model and datasets once, for offline runs",
+        description="Download the profile's models and datasets into the cache or --to FOLDER "
+        "with their sizes; then every loader reads them with HF_HOME=FOLDER HF_HUB_OFFLINE=1 "
+        "HF_DATASETS_OFFLINE=1 (medreason_lib.prefetch).",
+    )
+    _common(p, run_dir=False)
+    p.add_argument("--to", metavar="FOLDER", help="a folder to use as HF_HOME (default: the cache)")
+    p.add_argument("--dry-run", action="store_true", help="list what it would fetch; no request")
+    p.add_argument("--model", action="append", metavar="ID", help="also this model (repeatable)")
+    p.add_argument("--reference", action="store_true", help="also the published reference model")
+    p.add_argument("--check", action="store_true", help="read it all back with the hub off")
+    p.set_defaults(handler=_prefetch)
     return parser
 
 

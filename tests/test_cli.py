@@ -223,3 +223,68 @@ def test_questions_without_a_format_and_bad_numbers(fake_run):
     tiny_run = str(fake_run / "tiny" / "grpo")
     wrong = medreason(fake_run, "export", "--profile", "3b", "--run-dir", tiny_run)
     _assert_usage_error(wrong, "trained with profile 'tiny'", "--profile tiny")
+
+
+# --------------------------------------------------------------------------- eval --model
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """The tiny profile's model saved with save_pretrained into a folder of its own."""
+    from medreason_lib.tiny import build_tiny
+
+    folder = tmp_path_factory.mktemp("models") / "my-tiny-model"
+    model, tokenizer = build_tiny("qwen2", seed=0, cache=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_eval_a_saved_model_folder_with_the_course_harness(saved_model, tmp_path):
+    """``eval --model FOLDER`` evaluates the folder as it is, with the baseline's prompts,
+    settings and extractor: the same weights give the same completions as ``--baseline``."""
+    from medreason_lib import prefetch
+
+    runs = tmp_path / "runs"
+    done = medreason(runs, "eval", "--profile", "tiny", "--model", str(saved_model),
+                     "--n", "2", "--quiet")  # fmt: skip
+    _assert_ok(done)
+    name = prefetch.model_report_name(str(saved_model))
+    assert name == "model-my-tiny-model"
+    path = runs / "tiny" / "eval" / f"{name}-n2.json"
+    assert f"report: {path}" in done.stdout
+    report = json.loads(path.read_text())
+    assert len(report["ids"]) == 10 and report["model"].startswith("my-tiny-model@")
+    assert "LoRA" not in report["model"]
+    baseline = medreason(runs, "eval", "--profile", "tiny", "--baseline", "--n", "2", "--quiet")
+    _assert_ok(baseline)
+    base = json.loads((runs / "tiny" / "eval" / "baseline-n2.json").read_text())
+    assert base["settings"] == report["settings"] and base["ids"] == report["ids"]
+
+    def records(stem):
+        lines = (runs / "tiny" / "eval" / f"{stem}.jsonl").read_text().splitlines()
+        return {r["id"]: (r["completion"], r["extracted"]) for r in map(json.loads, lines)}
+
+    assert records(f"{name}-n2") == records("baseline-n2")
+
+
+def test_eval_model_bad_input(saved_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MEDREASON_PROFILE", "tiny")  # restored after: --profile sets it
+    monkeypatch.setenv("MEDREASON_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    cases = {
+        ("--model", str(tmp_path / "no" / "such" / "folder")): "neither a folder nor a hub id",
+        ("--model", str(tmp_path)): "holds no model (config.json)",
+        ("--model", str(adapter)): f"is a LoRA adapter: use --adapter {adapter}",
+        ("--model", "someone/not-cached"): "prefetch --model someone/not-cached",
+        ("--model", str(saved_model), "--baseline"): "drop --adapter, --base and --baseline",
+        ("--model", str(saved_model), "--adapter", str(adapter)): "--model evaluates a model",
+    }
+    for args, message in cases.items():
+        assert cli.main(["eval", "--profile", "tiny", *args]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (args, err)
