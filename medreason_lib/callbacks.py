@@ -10,6 +10,10 @@ and the answers the policy gives.
 - ``MetricsCSV`` writes every logged metric row to ``metrics.csv`` in the run folder, so the
   plots work offline and after a disconnect; on resume it drops rows past the checkpoint.
 - ``SamplePrinter`` prints one completion and its rewards every N steps.
+- ``CourseProgress`` is the run's progress bar (``progress.progress_bar``: true in a saved
+  notebook), its postfix the last logged reward (or loss); ``use_course_progress`` puts it in
+  place of the Trainer's own bar, its "Training Loss" table and its printed ``{'loss': ...}``
+  dicts.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from .answers import answer_type, extract_answer, normalize_answer
+from .progress import progress_bar
 from .rewards import follows_format
 from .stats import COLLAPSE_SHARE  # one answer above this share of a task's completions ...
 from .template import completion_text
@@ -257,3 +262,50 @@ class SamplePrinter(TrainerCallback):
         text = completion_text(self.rewards[0].last_completions[0])[: self.max_chars]
         scores = ", ".join(f"{r.__name__}={r.last_scores[0]:.2f}" for r in self.rewards)
         print(f"\n--- step {state.global_step} sample completion ({scores}) ---\n{text}\n")
+
+
+# what the progress bar's postfix shows, when the run logs it (GRPO: rewards; SFT: loss)
+PROGRESS_KEYS = ("reward", "frac_reward_zero_std", "loss")
+
+
+class CourseProgress(TrainerCallback):
+    """One progress bar over the run's steps; its postfix is the last logged reward and
+    ``frac_reward_zero_std`` (GRPO) or loss (SFT). Resumed runs start at their step."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_local_process_zero:
+            self.bar = progress_bar(
+                state.max_steps, self.label, unit="step", initial=state.global_step
+            )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs or "train_runtime" in logs:
+            return
+        keys = [k for k in PROGRESS_KEYS if k in logs and (k != "loss" or "reward" not in logs)]
+        if keys:
+            self.bar.set_postfix({k: f"{float(logs[k]):.3g}" for k in keys}, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def use_course_progress(trainer, label: str) -> None:
+    """Replace a Trainer's progress output with ``CourseProgress``: its tqdm bar (a widget
+    frozen at 0% in a saved notebook), its HTML "Training Loss" table and the ``{'loss': ...}``
+    dicts it prints go; the metrics still reach every other callback and ``metrics.csv``."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    for cls in (PrinterCallback, ProgressCallback, NotebookProgressCallback):
+        trainer.remove_callback(cls)
+    trainer.add_callback(CourseProgress(label))

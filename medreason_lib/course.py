@@ -23,28 +23,34 @@ from pathlib import Path
 from . import paths
 from .models import prepare_runtime
 from .profiles import CPU_STAND_IN, ENV_VAR, Profile, get_profile, gpu_memory_gb
+from .progress import quiet_libraries
 
 NOTEBOOK_DIR = paths.repo_root() / "notebooks"
 NOTEBOOK_ENV = "MEDREASON_NOTEBOOK"
 
 # ``tiny_seconds``: each notebook's time in one `make course` run on a 2-core CPU
 # (runs/tiny/course_report.json, 2026-11-22), with cached tiny models; a first run builds them.
-COURSE_MAP: list[dict[str, str]] = [
+# ``needs_runs``: the notebooks whose runs (a training run, a saved baseline) this one reads;
+# its "Prerequisites" cell names them with their times (tests/test_notebook_structure.py).
+COURSE_MAP: list[dict] = [
     {
         "notebook": "00_setup_and_tour",
         "tiny_seconds": "10",
+        "needs_runs": [],
         "teaches": "environment check, profiles, the course map",
         "relates_to": "all three reference models (which notebook reproduces which recipe)",
     },
     {
         "notebook": "01_template_and_format_rewards",
         "tiny_seconds": "5",
+        "needs_runs": [],
         "teaches": "the reasoning/answer template, parsing, three format rewards, reward hacking",
         "relates_to": "MedQwen3B-Reasoner's template and format rewards",
     },
     {
         "notebook": "02_medical_data_and_answer_rewards",
         "tiny_seconds": "8",
+        "needs_runs": [],
         "teaches": "PubMedQA, MedQA, MedMCQA, MMLU, GSM8K as prompts; the 70/30 mix; "
         "correctness per answer type; decontamination",
         "relates_to": "MedQwen3B-Reasoner's 70% PubMedQA / 30% GSM8K mix",
@@ -52,6 +58,7 @@ COURSE_MAP: list[dict[str, str]] = [
     {
         "notebook": "03_baseline_evaluation",
         "tiny_seconds": "11",
+        "needs_runs": [],
         "teaches": "the evaluation harness; the untrained model's accuracy, format rate and "
         "answer distribution, with confidence intervals",
         "relates_to": "the 'before' column of every published model card",
@@ -59,6 +66,7 @@ COURSE_MAP: list[dict[str, str]] = [
     {
         "notebook": "04_grpo_qwen_3b",
         "tiny_seconds": "76",
+        "needs_runs": [],
         "teaches": "GRPO by hand, then GRPOTrainer with the course rewards; reading the "
         "training curves; checkpoints and resume",
         "relates_to": "MedQwen3B-Reasoner (GRPO on Qwen2.5-3B-Instruct)",
@@ -66,6 +74,7 @@ COURSE_MAP: list[dict[str, str]] = [
     {
         "notebook": "05_evaluate_and_compare",
         "tiny_seconds": "11",
+        "needs_runs": ["04", "03"],
         "teaches": "before/after on the same items and settings; error analysis; "
         "which published numbers are comparable",
         "relates_to": "published PubMedQA/MedQA/MedMCQA results of 3-20B medical models",
@@ -73,13 +82,15 @@ COURSE_MAP: list[dict[str, str]] = [
     {
         "notebook": "06_scale_qwen3_8b",
         "tiny_seconds": "70",
+        "needs_runs": [],
         "teaches": "the same pipeline on Qwen3-8B: thinking mode, LoRA targets, the memory "
         "plan per GPU, vLLM settings",
-        "relates_to": "Qwen3-8B medical reasoners (SFT, then GRPO)",
+        "relates_to": "Qwen3-8B medical reasoners (SFT, then GRPO): the course runs the GRPO half",
     },
     {
         "notebook": "07_scale_gpt_oss_20b",
         "tiny_seconds": "83",
+        "needs_runs": [],
         "teaches": "a mixture-of-experts model in 4-bit on one GPU; harmony channels and how "
         "rewards and evaluation read them",
         "relates_to": "the gpt-oss-20b medical model fine-tuned with Unsloth",
@@ -87,6 +98,7 @@ COURSE_MAP: list[dict[str, str]] = [
     {
         "notebook": "08_export_and_serve",
         "tiny_seconds": "11",
+        "needs_runs": ["04"],
         "teaches": "save, merge, verify the adapter really trained; GGUF, Ollama, vLLM; "
         "asking the model",
         "relates_to": "MedQwen3B-Reasoner's card: every engine needs the system prompt",
@@ -96,7 +108,8 @@ COURSE_MAP: list[dict[str, str]] = [
 REFERENCE_MODELS = {
     "MedQwen3B-Reasoner": "GRPO on Qwen2.5-3B-Instruct, 70% PubMedQA / 30% GSM8K, the "
     "<reasoning>/<answer> template (profile 3b)",
-    "Qwen3-8B medical reasoners": "SFT on reasoning traces, then GRPO, on Qwen3-8B (profile 8b)",
+    "Qwen3-8B medical reasoners": "SFT on reasoning traces, then GRPO, on Qwen3-8B; profile 8b "
+    "runs the GRPO half (no SFT on reasoning traces yet)",
     "gpt-oss-20b medical model": "Unsloth 4-bit LoRA fine-tuning of gpt-oss-20b (profile 20b)",
 }
 
@@ -134,6 +147,7 @@ def start(notebook: str, *, scale: str | None = None, profile: str | None = None
     machine that is several times faster than two threads competing with the kernel.
     """
     os.environ.setdefault(NOTEBOOK_ENV, notebook)
+    quiet_libraries()  # no per-call bars of datasets/transformers; bars true in saved copies
     chosen = get_profile(profile, scale=scale)
     prepare_runtime(chosen)  # on a GPU, Unsloth must be imported before trl
     _seed_everything(chosen.seed)
@@ -175,6 +189,8 @@ def run_course(selected: list[str] | None = None, timeout: int = 3600) -> int:
     from nbclient import NotebookClient
     from tqdm.auto import tqdm
 
+    from .notebook_noise import find_noise
+
     profile = get_profile()
     out = paths.runs_dir(profile.name)
     (out / "notebooks").mkdir(exist_ok=True)
@@ -202,9 +218,19 @@ def run_course(selected: list[str] | None = None, timeout: int = 3600) -> int:
             error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
         seconds = time.perf_counter() - began
         nbformat.write(nb, out / "notebooks" / nb_path.name)
-        rows.append({"notebook": nb_path.stem, "seconds": round(seconds, 1), "error": error})
+        noise = find_noise(nb)  # what a learner should not see (notebook_noise)
+        rows.append(
+            {
+                "notebook": nb_path.stem,
+                "seconds": round(seconds, 1),
+                "error": error,
+                "noise": [str(n)[:160] for n in noise],
+            }
+        )
         if error:
             tqdm.write(f"FAILED {nb_path.stem}: {error}")
+        for finding in noise:
+            tqdm.write(f"NOISE {nb_path.stem}: {str(finding)[:160]}")
     results = {}
     for path in result_paths:
         if path.exists():
@@ -226,6 +252,8 @@ def _write_report(out: Path, profile: Profile, rows: list[dict], results: dict) 
     for r in rows:
         numbers = ", ".join(f"{k}={v}" for k, v in sorted(results.get(r["notebook"], {}).items()))
         status = "ok" if not r["error"] else f"FAILED: {r['error']}"
+        if r.get("noise"):
+            status += f"; {len(r['noise'])} noise findings (notebook_noise)"
         lines.append(f"| {r['notebook']} | {status} | {r['seconds']} | {numbers} |")
     (out / "course_report.md").write_text("\n".join(lines) + "\n")
     (out / "course_report.json").write_text(

@@ -20,6 +20,32 @@ from .profiles import Profile
 BENCHMARKS = {"pubmedqa": 500, "medqa": 1273, "medmcqa": 4183, "mmlu_medical": 1089, "gsm8k": 1319}
 
 
+_NOTED: set[str] = set()  # benchmarks whose size note this process has printed
+
+
+def _note_sizes(sizes: dict[str, int]) -> None:
+    """One line for every benchmark read from fewer items than its official evaluation set
+    (the bundled samples, a partial download), each benchmark once per process."""
+    new = {name: n for name, n in sizes.items() if n != BENCHMARKS[name] and name not in _NOTED}
+    if new:
+        _NOTED.update(new)
+        parts = ", ".join(f"{name} {n} of {BENCHMARKS[name]}" for name, n in new.items())
+        print(f"  note: items in this source / in the official evaluation set: {parts}")
+
+
+def _load(name: str, n: int | None, seed: int, source) -> tuple:
+    """``(dataset, size of the source, whether n was more than the source holds)``."""
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+    if n is not None and n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    full = data.load_task(name, "test", source=source, seed=seed)
+    if n is None:
+        return full, len(full), False
+    short = n > len(full)
+    return full.shuffle(seed=seed).select(range(min(n, len(full)))), len(full), short
+
+
 def load_benchmark(name: str, n: int | None = None, seed: int = 0, source=None):
     """The evaluation set of a benchmark, or a seeded subsample of ``n`` items.
 
@@ -27,28 +53,27 @@ def load_benchmark(name: str, n: int | None = None, seed: int = 0, source=None):
     data's ``"test"``); MMLU: the six medical subjects (1089); GSM8K: test (1319). The
     subsample is ``shuffle(seed).select(range(n))``, like ``data.load_task``. Asking for more
     than the source holds (the bundled samples have 16-24 items) uses them all and says so.
+    A source smaller than the official set is noted once per process.
     """
-    if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
-    if n is not None and n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    full = data.load_task(name, "test", source=source, seed=seed)
-    if len(full) != BENCHMARKS[name]:
-        print(f"  note: {name}'s official evaluation set has {BENCHMARKS[name]} items")
-    if n is None:
-        return full
-    if n > len(full):
-        print(f"  note: asked for {n} {name} items, the source has {len(full)}: using all")
-        n = len(full)
-    return full.shuffle(seed=seed).select(range(n))
+    dataset, size, short = _load(name, n, seed, source)
+    _note_sizes({name: size})
+    if short:
+        print(f"  note: asked for {n} {name} items, the source has {size}: using all")
+    return dataset
 
 
 def load_benchmarks(names=None, n: int | None = None, seed: int = 0, source=None):
-    """Several benchmarks (default: all five) concatenated into one dataset."""
+    """Several benchmarks (default: all five) concatenated into one dataset; the notes on
+    their sizes are one line each, not one per benchmark."""
     from datasets import concatenate_datasets
 
-    parts = [load_benchmark(name, n, seed, source) for name in names or BENCHMARKS]
-    return concatenate_datasets(parts)
+    loaded = {name: _load(name, n, seed, source) for name in names or BENCHMARKS}
+    _note_sizes({name: size for name, (_, size, _) in loaded.items()})
+    short = {name: size for name, (_, size, was_short) in loaded.items() if was_short}
+    if short:
+        held = ", ".join(f"{name} {size}" for name, size in short.items())
+        print(f"  note: asked for {n} items per benchmark; fewer in the source, all used: {held}")
+    return concatenate_datasets([dataset for dataset, _, _ in loaded.values()])
 
 
 def profile_benchmarks(profile: Profile):

@@ -157,13 +157,11 @@ def _resumed(path: Path, items: list[dict]) -> dict[str, dict]:
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    """tqdm's notebook bar where ipywidgets is installed (Colab), else the text bar."""
-    try:
-        import ipywidgets  # noqa: F401
-        from tqdm.auto import tqdm
-    except ImportError:
-        from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="item", disable=not enabled)
+    """The course's bar (``progress.progress_bar``): in a notebook, text updated in place,
+    so a saved notebook shows where it ended, not a widget frozen at 0%."""
+    from .progress import progress_bar
+
+    return progress_bar(total, desc, unit="item", disable=not enabled)
 
 
 def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | list | None]:

@@ -165,6 +165,7 @@ def run_warmstart(
     """
     from trl import SFTTrainer
 
+    from .callbacks import use_course_progress
     from .models import close_trainer, free_memory, load_for_training
     from .trl_compat import install_cpu_logprob_fallback
 
@@ -183,6 +184,7 @@ def run_warmstart(
         train_dataset=data,
         processing_class=tokenizer,
     )
+    use_course_progress(trainer, "SFT warm start")  # one bar, no printed loss dicts
     result = trainer.train()
     print(f"SFT warm start: {steps} steps, final loss {result.training_loss:.3f} -> {output_dir}")
     trainer.save_model(str(output_dir))

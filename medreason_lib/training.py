@@ -36,6 +36,7 @@ from .callbacks import (
     RecordedReward,
     SamplePrinter,
     training_label_shares,
+    use_course_progress,
 )
 from .models import EvalModel, close_trainer, for_inference, free_memory
 from .profiles import Profile, gpu_memory_gb
@@ -160,6 +161,7 @@ def build_trainer(
             SamplePrinter(rewards, sample_every),
         ],
     )
+    use_course_progress(trainer, "GRPO")  # one bar, no printed dicts or loss table
     return trainer, rewards
 
 
@@ -251,3 +253,32 @@ def train(
     del model, tokenizer
     free_memory()
     return run
+
+
+class RunMissing(FileNotFoundError):
+    """No finished training run where a notebook needs one; the message says what to run."""
+
+
+def finished_run(profile: Profile, run_dir: str | Path | None = None) -> TrainingRun:
+    """The finished run of ``profile`` (notebook 04's, ``runs/<profile>/grpo``) for notebooks
+    that evaluate or export it.
+
+    When there is none: a tiny profile trains it here, as notebook 04 does (about a minute on
+    a CPU); a GPU profile raises ``RunMissing`` with the command to run instead, because its
+    training takes hours and must not start as a side effect of opening another notebook.
+    """
+    run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
+    if (run_dir / "run.json").exists():
+        run = TrainingRun.load(run_dir)
+        print(f"notebook 04's run: {run.run_dir} ({run.global_step} GRPO steps)")
+        return run
+    if profile.is_tiny:
+        print(f"no finished training run in {run_dir}: training one now, as notebook 04 does")
+        return train(profile, run_dir=run_dir, sample_every=0)
+    raise RunMissing(
+        f"no finished training run in {run_dir}. On profile {profile.name!r} GRPO runs "
+        f"{profile.max_steps} steps, hours on a GPU (not measured by this course), so this "
+        "notebook does not start it on its own. Run notebook 04 first, or in a terminal: "
+        f"python -m medreason_lib train --profile {profile.name}   (add --resume to continue "
+        "after a disconnect); then run this notebook again."
+    )

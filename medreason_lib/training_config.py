@@ -232,6 +232,7 @@ def grpo_settings(profile: Profile, output_dir: str | Path, **overrides) -> dict
         "save_steps": profile.save_steps,
         "save_total_limit": 2,
         "report_to": [],
+        "disable_tqdm": True,  # the course's own bar instead (callbacks.use_course_progress)
         "seed": profile.seed,
         "data_seed": profile.seed,
         **precision_flags(),
