@@ -23,11 +23,7 @@ from pathlib import Path
 
 from . import answers, data, template
 from .profiles import Profile, get_profile
-
-DISCLAIMER = (
-    "Educational use only: this model was trained in a machine-learning course. Its answers "
-    "are not medical advice; do not use them for any decision about anyone's health."
-)
+from .template import DISCLAIMER  # noqa: F401  (re-exported: ask.DISCLAIMER)
 
 
 class AskError(ValueError):
@@ -179,7 +175,7 @@ def load_trained(profile: Profile, run_dir: str | Path | None = None):
     """The trained model of a run (its base with its adapter), ready for ``ask``: what
     ``models.load_for_eval`` returns (on a vLLM profile the adapter is applied by the engine)."""
     from . import models
-    from .export import load_run
+    from .runs import load_run
 
     run = load_run(profile, run_dir)
     return models.load_for_eval(profile, base=run.base_model, adapter=run.adapter_dir)

@@ -2,9 +2,11 @@
 ``model.fast_generate`` (the same ``LLM.generate`` of the engine an Unsloth model loaded with
 ``fast_inference=True`` carries).
 
-vLLM runs on a GPU only; nothing here imports it until a generator is first called, and
+vLLM runs on a GPU only; nothing imports it until a generator is first called (then
+``models.vllm_sampling_params``, the only module that imports vLLM), and
 ``make_generate`` imports this module only when it picks one of these backends, so the
-keyword builders below can be tested as data on any machine.
+keyword builders below can be tested as data on any machine. It builds on
+``generation_base`` (settings, ``Completion``, prompt rendering), never on ``generation``.
 
 A LoRA adapter reaches Unsloth's engine only as a saved folder: ``fast_generate_lora`` turns
 ``lora_path`` into ``model.load_lora(path)``'s request, and refuses a peft-wrapped model
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .generation import (
+from .generation_base import (
     Completion,
     GenerationSettings,
     Messages,
@@ -107,12 +109,12 @@ class VLLMGenerator:
 
     def sampling_params(self):
         if self._sampling_params is None:
-            from vllm import SamplingParams  # GPU only
+            from .models import vllm_sampling_params  # imports vLLM: GPU only
 
             kwargs = vllm_sampling_kwargs(
                 self.settings, skip_special_tokens=self.skip_special_tokens
             )
-            self._sampling_params = SamplingParams(**kwargs)
+            self._sampling_params = vllm_sampling_params(**kwargs)
         return self._sampling_params
 
     def __call__(self, prompts: Sequence[Messages]) -> list[Completion]:

@@ -343,3 +343,11 @@ def load_vllm_engine(profile: Profile, model_path: str | Path):
     from vllm import LLM  # GPU only
 
     return LLM(**vllm_engine_kwargs(profile, model_path))
+
+
+def vllm_sampling_params(**kwargs):
+    """``vllm.SamplingParams(**kwargs)`` (GPU only); ``generation_vllm.vllm_sampling_kwargs``
+    builds the keywords. It is here because this is the only module that imports vLLM."""
+    from vllm import SamplingParams  # GPU only
+
+    return SamplingParams(**kwargs)

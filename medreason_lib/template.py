@@ -28,6 +28,12 @@ SYSTEM_PROMPT = (
     "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"
 )
 
+# What every answer, model card and Modelfile of a trained model says (``ask``, ``export``).
+DISCLAIMER = (
+    "Educational use only: this model was trained in a machine-learning course. Its answers "
+    "are not medical advice; do not use them for any decision about anyone's health."
+)
+
 REASONING_OPEN, REASONING_CLOSE = "<reasoning>", "</reasoning>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 

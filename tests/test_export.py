@@ -7,12 +7,12 @@ import re
 import pytest
 import torch
 
-from medreason_lib import api_drift as ad
-from medreason_lib import ask, data, export, models, template
+from medreason_lib import ask, data, export, export_gguf, export_hub, models, template
 from medreason_lib.generation import render_prompts
 from medreason_lib.profiles import PROFILES
 from medreason_lib.tiny import build_tiny
 from medreason_lib.training import train
+from tools import api_drift as ad
 
 TINY = PROFILES["tiny"]
 FAMILY_PROFILES = [PROFILES["tiny"], PROFILES["tiny-qwen3"], PROFILES["tiny-gptoss"]]
@@ -132,11 +132,11 @@ def test_gguf_on_a_cpu_is_a_clear_error_before_any_loading(run, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the GGUF check")
 
-    monkeypatch.setattr(export, "load_trained", no_loading)
+    monkeypatch.setattr(export_gguf, "load_trained", no_loading)
     with pytest.raises(export.ExportUnavailable, match="GGUF export needs the GPU path"):
         export.to_gguf(TINY, run, "q4_k_m")
     assert not (export.export_dir(run) / "gguf").exists()
-    monkeypatch.setattr(export, "gpu_memory_gb", lambda: None)
+    monkeypatch.setattr(export_gguf, "gpu_memory_gb", lambda: None)
     with pytest.raises(export.ExportUnavailable, match="without an NVIDIA GPU"):
         export.check_gguf(PROFILES["3b"], "q8_0")
     with pytest.raises(export.ExportUnavailable, match="q4_k_m or q8_0"):
@@ -153,7 +153,7 @@ def test_unsloth_keywords():
 
 def test_push_without_a_token_fails_before_any_upload(run, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(export, "_upload", lambda *a: pytest.fail("uploaded without a token"))
+    monkeypatch.setattr(export_hub, "_upload", lambda *a: pytest.fail("uploaded without a token"))
     with pytest.raises(export.MissingToken, match="HF_TOKEN"):
         export.push_to_hub(run.adapter_dir, "someone/medreason-test")
     with pytest.raises(export.ExportUnavailable, match="user/name"):
@@ -180,7 +180,7 @@ def test_the_token_is_used_but_never_printed_or_written(run, monkeypatch, capsys
         uploads.append((folder, repo_id, token, private))
         return f"https://huggingface.co/{repo_id}"
 
-    monkeypatch.setattr(export, "_upload", fake_upload)
+    monkeypatch.setattr(export_hub, "_upload", fake_upload)
     result = export.export_run(
         TINY, run.run_dir, merge_weights=True, modelfile=True, push="someone/medreason-test"
     )
