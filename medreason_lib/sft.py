@@ -36,17 +36,26 @@ family's output through ``template.parse_completion``:
 The rows carry the profile's ``chat_template_kwargs`` (``enable_thinking``,
 ``reasoning_effort``) in a ``chat_template_kwargs`` column, which ``SFTTrainer`` passes to
 the chat template, so the warm start sees the prompts exactly as GRPO renders them.
+
+A finished tiny warm start is also kept in ``paths.cache_dir()/warmstart`` under a hash of
+its stamp (the base model, the data, the settings) and of the torch/transformers/trl/peft
+versions, like the tiny model itself: the tests and the notebooks (``make test``,
+``make course``) then train each one once, and a different stamp is a different entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 from datasets import Dataset
 
+from . import paths
 from .answers import answer_type
 from .profiles import Profile
 from .template import format_completion
@@ -177,6 +186,14 @@ def run_warmstart(
     if not force and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         print(f"SFT warm start: reusing {output_dir} (same model, data and settings)")
         return output_dir
+    cached = warmstart_cache_dir(stamp) if profile.is_tiny else None
+    if not force and cached is not None and (cached / "warmstart.json").is_file():
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        shutil.copytree(cached, output_dir, ignore=shutil.ignore_patterns("warmstart.json"))
+        shutil.copy2(cached / "warmstart.json", stamp_path)  # last: it marks a finished copy
+        print("SFT warm start: reusing the cached one (same model, data and settings)")
+        return output_dir
     model, tokenizer, _ = load_for_training(profile)
     trainer = SFTTrainer(
         model=model,
@@ -190,10 +207,38 @@ def run_warmstart(
     trainer.save_model(str(output_dir))
     tokenizer.save_pretrained(str(output_dir))
     stamp_path.write_text(json.dumps(stamp, indent=2))
+    if cached is not None:
+        _store(output_dir, cached)
     close_trainer(trainer)  # the GRPO model loads next: free this one first
     del trainer, model
     free_memory()
     return output_dir
+
+
+def warmstart_cache_dir(stamp: dict) -> Path:
+    """Where a tiny warm start with this stamp is cached (it may not exist yet)."""
+    from importlib.metadata import version
+
+    libraries = {name: version(name) for name in ("torch", "transformers", "trl", "peft")}
+    key = json.dumps({"stamp": stamp, "libraries": libraries}, sort_keys=True)
+    return paths.cache_dir() / "warmstart" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _store(folder: Path, cached: Path) -> None:
+    """Copy a finished warm start into the cache: into a temporary folder first, moved into
+    place with ``os.replace``, so a reader never sees half a model (when two processes
+    store the same warm start, the first move wins and the other copy is discarded)."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}-", dir=cached.parent))
+    try:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_trainer"))
+        try:
+            os.replace(tmp, cached)
+        except OSError:
+            if not (cached / "warmstart.json").is_file():  # not a lost race: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _warmstart_stamp(profile: Profile, data: Dataset, steps: int) -> dict:

@@ -1,7 +1,35 @@
-"""Shared test settings."""
+"""Shared test settings, and the expensive artefacts built once per test session.
+
+Training is what makes the suite slow on a CPU, so a test session builds two things once and
+every test that does not need settings of its own reuses them:
+
+- ``tiny_warm_start``: the tiny profile's SFT warm start (150 steps, the GRPO base model),
+  made from exactly the rows ``training.train`` trains on, so a run folder that holds a copy
+  (``warm_run_dir()``) skips the warm start: ``sft.run_warmstart`` finds its stamp and
+  reuses it.
+- ``tiny_run``: a finished tiny GRPO run on that warm start (``RUN_STEPS`` steps with the
+  course rewards). ``test_training`` checks on it that GRPO raises the course reward; the
+  tests that export, evaluate or ask a trained run use it as their run.
+
+Tests whose runs differ (reversed rewards, an interrupted run, a reward that pays only "yes")
+train runs of their own, from the shared warm start wherever theirs would be the same.
+``sft.run_warmstart`` also caches tiny warm starts in ``paths.cache_dir()``, so the notebooks
+of the same ``make test`` (04, 06, 07) reuse the ones built here instead of training them
+again. ``tools/slowest_tests.sh`` (``make test-durations``) prints what each test costs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+
+# GRPO steps of the shared run: enough for the course reward to rise measurably over a
+# 6-step window (test_training), and for the adapter to change the greedy completion of
+# export's fixed prompt (test_export; after 2 steps only the logits differ).
+RUN_STEPS = 24
 
 
 @pytest.fixture
@@ -12,3 +40,60 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def copy_warm_start(warm_start: Path, run_dir: Path) -> Path:
+    """Put a copy of ``warm_start`` where ``train`` looks for it (``<run_dir>/sft-warmstart``)."""
+    target = Path(run_dir) / "sft-warmstart"
+    shutil.copytree(warm_start, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_warm_start(tmp_path_factory) -> Path:
+    """The tiny profile's SFT warm start, built once per session on ``train``'s own rows."""
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.sft import run_warmstart
+    from medreason_lib.training_mix import prepare_training_data
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        profile = PROFILES["tiny"]
+        rows, _ = prepare_training_data(profile)
+        out = tmp_path_factory.mktemp("shared-warm") / "sft-warmstart"
+        return run_warmstart(profile, rows, out)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def warm_run_dir(tiny_warm_start, tmp_path):
+    """``warm_run_dir(name="grpo")``: a new run folder under ``tmp_path`` that already holds
+    the session's warm start, so ``train`` on a tiny profile goes straight to GRPO."""
+
+    def make(name: str = "grpo") -> Path:
+        run_dir = tmp_path / name
+        copy_warm_start(tiny_warm_start, run_dir)
+        return run_dir
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_warm_start, tmp_path_factory):
+    """A finished tiny GRPO run (``RUN_STEPS`` steps on the shared warm start), shared by the
+    tests that only need *a* trained run. Treat it as read-only: write exports into it only
+    where the test is about the run's own export folder."""
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.training import train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = tmp_path_factory.mktemp("shared-run") / "grpo"
+        copy_warm_start(tiny_warm_start, run_dir)
+        profile = PROFILES["tiny"].replace(max_steps=RUN_STEPS)
+        return train(profile, run_dir=run_dir, sample_every=0)
+    finally:
+        torch.set_num_threads(before)

@@ -41,14 +41,15 @@ def _assert_ok(done: subprocess.CompletedProcess) -> None:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """train -> eval -> export -> ask, each a fresh process, as a learner runs them."""
+def pipeline(tmp_path_factory, tiny_warm_start):
+    """train -> eval -> export -> ask, each a fresh process, as a learner runs them. The runs
+    folder starts empty; the SFT warm start comes from the cache that the session's
+    ``tiny_warm_start`` filled (tests/conftest.py), as it would after notebook 04."""
     runs = tmp_path_factory.mktemp("runs")
     steps = {}
     steps["train"] = medreason(
-        runs, "train", "--profile", "tiny", "--steps", "2", "--sft-steps", "40",
-        "--sample-every", "0",
-    )  # fmt: skip
+        runs, "train", "--profile", "tiny", "--steps", "2", "--sample-every", "0"
+    )
     steps["eval"] = medreason(runs, "eval", "--profile", "tiny", "--n", "2", "--quiet")
     steps["export"] = medreason(runs, "export", "--profile", "tiny", "--merge", "--modelfile")
     steps["ask"] = medreason(
@@ -67,6 +68,7 @@ def test_train_eval_export_ask_from_a_fresh_state(pipeline):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["profile"] == "tiny" and info["global_step"] == 2
     assert "trained: 2 GRPO steps" in steps["train"].stdout
+    assert "SFT warm start: reusing the cached one" in steps["train"].stdout
 
     report = json.loads((runs / "tiny" / "eval" / "trained-n2.json").read_text())
     assert len(report["ids"]) == 10  # 2 items x 5 benchmarks

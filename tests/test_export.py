@@ -11,7 +11,6 @@ from medreason_lib import ask, data, export, export_gguf, export_hub, models, te
 from medreason_lib.generation import render_prompts
 from medreason_lib.profiles import PROFILES
 from medreason_lib.tiny import build_tiny
-from medreason_lib.training import train
 from tools import api_drift as ad
 
 TINY = PROFILES["tiny"]
@@ -24,15 +23,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A short tiny run: a 40-step warm start, after which the completions of a group earn
-    different rewards, and 4 GRPO steps, which move the LoRA B matrices off zero far enough
-    to change the greedy completion of the fixed prompt (after 2 steps only the logits
-    differ). A warm start too short for any reward difference leaves the adapter exactly
-    zero (the tiny gpt-oss stand-in after 20 steps): verify_adapter catches that."""
-    torch.set_num_threads(1)
-    profile = TINY.replace(max_steps=4, sft_warmup_steps=40)
-    return train(profile, run_dir=tmp_path_factory.mktemp("run") / "grpo", sample_every=0)
+def run(tiny_run):
+    """The session's trained tiny run (tests/conftest.py: the 150-step warm start, then GRPO),
+    whose LoRA B matrices moved off zero far enough to change the greedy completion of the
+    fixed prompt. A warm start too short for any reward difference leaves the adapter
+    exactly zero (the tiny gpt-oss stand-in after 20 steps): verify_adapter catches that."""
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

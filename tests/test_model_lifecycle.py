@@ -16,7 +16,7 @@ import weakref
 
 import pytest
 
-from medreason_lib import ask, evaluation, export, models
+from medreason_lib import ask, evaluation, export, models, sft
 from medreason_lib.data import load_task
 from medreason_lib.profiles import PROFILES
 from medreason_lib.training import train
@@ -85,7 +85,9 @@ def test_close_frees_a_model_without_outside_collection(watch):
     assert loaded.closed and watch.alive() == 0
 
 
-def test_train_frees_the_trainer_and_every_model_it_loaded(watch, run_dir):
+def test_train_frees_the_trainer_and_every_model_it_loaded(watch, run_dir, monkeypatch):
+    # its own warm start, not the cached one, so that train() loads (and must free) the SFT model
+    monkeypatch.setattr(sft, "warmstart_cache_dir", lambda stamp: None)
     run = train(PROFILE, run_dir=run_dir, sample_every=0)
     assert run.global_step == 2 and run.model is None
     assert len(watch.refs) >= 2  # the SFT warm start's model and the GRPO model
@@ -105,25 +107,25 @@ def test_train_keep_model_evaluates_in_place_then_frees(watch, run_dir, tmp_path
     assert before.model != after.model and len(before.records) == len(after.records) == 2
 
 
-def test_evaluate_model_frees_its_model(watch, run_dir):
+def test_evaluate_model_frees_its_model(watch, tiny_run):
     items = load_task("gsm8k", "test", n=1, seed=0, source="bundled")
-    run = export.load_run(PROFILE, run_dir)
+    run = export.load_run(PROFILE, tiny_run.run_dir)  # the session's run (tests/conftest.py)
     evaluation.evaluate_model(
         PROFILE, "lifecycle", base=run.base_model, adapter=run.adapter_dir, dataset=items
     )
     assert len(watch.refs) == 1 and watch.alive() == 0
 
 
-def test_export_merge_and_verify_free_their_models(watch, run_dir):
-    run = export.load_run(PROFILE, run_dir)
-    merged = export.merge(PROFILE, run, force=True)
+def test_export_merge_and_verify_free_their_models(watch, tiny_run, tmp_path):
+    run = export.load_run(PROFILE, tiny_run.run_dir)
+    merged = export.merge(PROFILE, run, tmp_path / "merged", force=True)
     assert watch.alive() == 0
     export.verify_adapter(PROFILE, run, merged_dir=merged)
     assert len(watch.refs) >= 3 and watch.alive() == 0
 
 
-def test_ask_load_trained_frees_on_close(watch, run_dir):
-    with ask.load_trained(PROFILE, run_dir) as trained:
+def test_ask_load_trained_frees_on_close(watch, tiny_run):
+    with ask.load_trained(PROFILE, tiny_run.run_dir) as trained:
         ask.ask(trained, "Is water wet?", context="Water is wet.", profile=PROFILE)
     assert watch.alive() == 0
 

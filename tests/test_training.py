@@ -35,37 +35,25 @@ def course_reward(metrics_csv, sign=1.0):
     return sign * df["reward"]
 
 
-@pytest.fixture(scope="module")
-def warm_start(tmp_path_factory):
-    """One shared SFT warm start (the GRPO base) for the learning runs."""
-    from medreason_lib.sft import run_warmstart
-
-    out = tmp_path_factory.mktemp("warm") / "sft-warmstart"
-    return run_warmstart(TINY, training_dataset(TINY), out)
-
-
-def _grpo(tmp_path, warm_start, steps, **kwargs):
-    import shutil
-
-    run_dir = tmp_path / "grpo"
-    shutil.copytree(warm_start, run_dir / "sft-warmstart")
+def _grpo(run_dir, steps, **kwargs):
+    """GRPO from the session's SFT warm start (``warm_run_dir``, tests/conftest.py)."""
     return train(TINY.replace(max_steps=steps), run_dir=run_dir, sample_every=0, **kwargs)
 
 
-def test_grpo_raises_the_course_reward_on_cpu(tmp_path, warm_start):
-    run = _grpo(tmp_path, warm_start, steps=24)
-    reward = course_reward(run.metrics_csv)
+def test_grpo_raises_the_course_reward_on_cpu(tiny_run):
+    """The session's shared run (tests/conftest.py): 24 GRPO steps with the course rewards."""
+    reward = course_reward(tiny_run.metrics_csv)
     first, last = reward[:WINDOW].mean(), reward[-WINDOW:].mean()
     print(f"mean reward: first {WINDOW} steps {first:.3f}, last {WINDOW} steps {last:.3f}")
-    assert len(reward) == 24
+    assert len(reward) == 24 and tiny_run.global_step == 24
     assert last > first + 0.15, (first, last)
-    assert (run.adapter_dir / "adapter_config.json").exists()
+    assert (tiny_run.adapter_dir / "adapter_config.json").exists()
 
 
-def test_reversed_reward_does_not_raise_it(tmp_path, warm_start):
+def test_reversed_reward_does_not_raise_it(warm_run_dir):
     # The same run with every reward negated: the learning test above would catch a sign
     # error, because then the course reward falls instead of rising.
-    run = _grpo(tmp_path, warm_start, steps=24, reward_funcs=reversed_rewards())
+    run = _grpo(warm_run_dir(), steps=24, reward_funcs=reversed_rewards())
     reward = course_reward(run.metrics_csv, sign=-1.0)
     first, last = reward[:WINDOW].mean(), reward[-WINDOW:].mean()
     print(f"course reward under reversed training: first {first:.3f}, last {last:.3f}")
@@ -76,9 +64,7 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, warm_start, monkeypatch):
-    import shutil
-
+def test_interrupted_run_resumes_from_its_checkpoint(warm_run_dir, monkeypatch):
     from transformers import TrainerCallback
 
     class StopAfter(TrainerCallback):
@@ -86,8 +72,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, warm_start, monke
             if state.global_step == 3:
                 raise Interrupt
 
-    run_dir = tmp_path / "grpo"
-    shutil.copytree(warm_start, run_dir / "sft-warmstart")
+    run_dir = warm_run_dir()
     profile = TINY.replace(max_steps=4, save_steps=2)
     import medreason_lib.training as training
 
@@ -161,3 +146,27 @@ def test_cpu_logprob_fallback_matches_plain_log_softmax():
     torch.testing.assert_close(entropy, -(p * p.log()).sum(-1))
     torch.testing.assert_close(mean_logits, logits.mean(-1))
     assert torch.equal(top1, logits.argmax(-1) == targets)
+
+
+def test_tiny_warm_starts_are_cached_by_stamp(tmp_path, monkeypatch, capsys):
+    """A finished tiny warm start is kept under its stamp's hash and copied, not retrained,
+    for the same model, data and settings; other settings train a warm start of their own."""
+    from medreason_lib import sft
+
+    real = sft.warmstart_cache_dir
+    monkeypatch.setattr(sft, "warmstart_cache_dir", lambda s: tmp_path / "cache" / real(s).name)
+    profile = TINY.replace(sft_warmup_steps=2)
+    rows = training_dataset(TINY).select(range(8))
+    first = sft.run_warmstart(profile, rows, tmp_path / "a" / "sft-warmstart")
+    assert "SFT warm start: 2 steps" in capsys.readouterr().out
+    (entry,) = (tmp_path / "cache").iterdir()
+    assert (entry / "warmstart.json").read_text() == (first / "warmstart.json").read_text()
+
+    again = sft.run_warmstart(profile, rows, tmp_path / "b" / "sft-warmstart")
+    assert "reusing the cached one" in capsys.readouterr().out
+    weights = "model.safetensors"
+    assert (again / weights).read_bytes() == (first / weights).read_bytes()
+
+    sft.run_warmstart(profile.replace(sft_warmup_steps=3), rows, tmp_path / "c" / "sft-warmstart")
+    assert "SFT warm start: 3 steps" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").iterdir())) == 2
