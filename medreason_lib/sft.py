@@ -151,6 +151,8 @@ def sft_settings(profile: Profile, output_dir: Path, steps: int, **overrides) ->
         "disable_tqdm": True,
         **precision_flags(),
     }
+    if profile.is_tiny:  # as in GRPO (training_config.grpo_settings): no recomputation
+        settings["gradient_checkpointing"] = False
     settings.update(overrides)
     return settings
 
