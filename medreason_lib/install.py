@@ -250,6 +250,35 @@ def colab_install(notebook: str, profile_name: str | None = None) -> InstallPlan
     return plan
 
 
+DRIVE_MOUNT = "/content/drive"
+DRIVE_RUNS = "medreason-runs"  # the folder in MyDrive that holds runs/
+
+
+def use_google_drive(folder: str = DRIVE_RUNS) -> str | None:
+    """On Colab: mount Google Drive and keep the course's runs there (``MEDREASON_RUNS`` =
+    ``/content/drive/MyDrive/<folder>``), so that a disconnect loses no checkpoint, adapter or
+    evaluation. The setup cell calls it before anything trains. Colab asks once to allow the
+    access. Elsewhere it does nothing and returns None. A ``MEDREASON_RUNS`` that is already
+    set is kept (and returned)."""
+    import os
+
+    if "google.colab" not in sys.modules:
+        return None
+    if os.environ.get("MEDREASON_RUNS"):
+        print(f"runs stay in MEDREASON_RUNS={os.environ['MEDREASON_RUNS']} (already set)")
+        return os.environ["MEDREASON_RUNS"]
+    if not folder or "/" in folder:
+        raise ValueError(f"use_google_drive: folder must be one folder name, got {folder!r}")
+    from google.colab import drive
+
+    drive.mount(DRIVE_MOUNT)
+    path = Path(DRIVE_MOUNT) / "MyDrive" / folder
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["MEDREASON_RUNS"] = str(path)
+    print(f"runs go to Google Drive: MEDREASON_RUNS={path} (they survive a disconnect)")
+    return str(path)
+
+
 # --------------------------------------------------------------------------- what a profile needs
 
 # The distributions each feature of a GPU profile needs at run time, from the pinned sources

@@ -37,16 +37,18 @@ def prepare_runtime(profile: Profile) -> None:
 
 
 def unsloth_load_kwargs(profile: Profile, model_name: str | None = None) -> dict:
-    """Arguments for ``FastLanguageModel.from_pretrained`` (Unsloth's GRPO notebooks' set)."""
+    """Arguments for ``FastLanguageModel.from_pretrained`` (Unsloth's GRPO notebooks' set).
+    ``gpu_memory_utilization`` (vLLM's share of the GPU) only when the profile uses vLLM."""
     kwargs = {
         "model_name": model_name or profile.model_id,
         "max_seq_length": profile.max_seq_length,
         "load_in_4bit": profile.load_in_4bit,
         "fast_inference": profile.use_vllm,
         "max_lora_rank": profile.lora_rank,
-        "gpu_memory_utilization": profile.gpu_memory_utilization,
         "random_state": profile.seed,
     }
+    if profile.use_vllm:
+        kwargs["gpu_memory_utilization"] = profile.gpu_memory_utilization
     if profile.family == "gpt-oss":
         kwargs["offload_embedding"] = True  # Unsloth's gpt-oss GRPO recipe: frees ~1 GB
     return kwargs

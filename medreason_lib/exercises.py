@@ -1,0 +1,104 @@
+"""The machinery of the notebooks' exercises: the learner's answer or the course's solution,
+and short retraining runs that change one thing.
+
+- ``yours_or_solution(value, solution, *args)``: a check cell tests ``value``, the learner's
+  answer; while it is still ``None`` (the learner cell's stub) it tests ``solution(*args)``
+  (from ``medreason_lib.solutions``) instead and says so. A notebook therefore runs from top
+  to bottom before anyone fills it in, and the same check then tests the learner's answer.
+- ``retrain(profile, name, steps=...)``: a short GRPO run with one change (``profile``
+  changed with ``profile.replace``, other reward weights, a GRPOConfig override) in
+  ``runs/<profile>/exercises/<name>``. It starts from the warm start of the profile's main
+  run (``runs/<profile>/grpo/sft-warmstart``, copied when present; ``train`` checks that it
+  was made from the same model, data and settings, and redoes it otherwise), so on ``tiny``
+  it costs only its GRPO steps.
+- ``side_by_side(runs, columns, steps)``: the mean of some logged metrics over the first
+  ``steps`` steps of several runs (the main run included), as a table and a plot.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from . import paths
+from .course import record
+from .profiles import Profile
+
+STUB = None  # what a learner cell holds until the learner writes an answer
+
+
+def yours_or_solution(value, solution, *args, call: bool = True, **kwargs):
+    """``value`` when the learner wrote one; else the course's solution, with a note:
+    ``solution(*args, **kwargs)``, or with ``call=False`` the function ``solution`` itself
+    (for an exercise whose answer is a function)."""
+    if value is not STUB:
+        print("checking your answer")
+        return value
+    print(
+        f"your answer is still None: checking the course's solution "
+        f"(medreason_lib.solutions.{solution.__name__}) instead. Fill in the cell above and "
+        "run this cell again to check yours."
+    )
+    return solution(*args, **kwargs) if call else solution
+
+
+def exercise_dir(profile: Profile, name: str) -> Path:
+    """``runs/<profile>/exercises/<name>``: where an exercise's retraining run goes."""
+    if not name or any(c in name for c in "/\\") or name in {".", ".."}:
+        raise ValueError(f"exercise name {name!r} must be a plain folder name")
+    return paths.runs_dir(profile.name) / "exercises" / name
+
+
+def retrain(profile: Profile, name: str, *, steps: int = 10, main_run_dir=None, **overrides):
+    """A ``steps``-step GRPO run of ``profile`` in ``exercise_dir(profile, name)``, starting
+    from the main run's SFT warm start; ``overrides`` go to ``training.train`` (e.g.
+    ``reward_weights=[...]``, ``loss_type="dr_grpo"``). Prints its wall time; returns the
+    ``TrainingRun``. Its wall time goes to the course report (``course.record``)."""
+    from . import training
+
+    if steps < 1:
+        raise ValueError(f"retrain: steps must be at least 1, got {steps}")
+    run_dir = exercise_dir(profile, name)
+    main = Path(main_run_dir) if main_run_dir else training.default_run_dir(profile)
+    warm = main / "sft-warmstart"
+    if profile.sft_warmup_steps and warm.is_dir() and not (run_dir / "sft-warmstart").exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(warm, run_dir / "sft-warmstart")
+    began = time.perf_counter()
+    run = training.train(
+        profile.replace(max_steps=steps), run_dir=run_dir, sample_every=0, **overrides
+    )
+    seconds = time.perf_counter() - began
+    print(f"exercise run {name!r}: {run.global_step} GRPO steps in {seconds:.0f} s (wall)")
+    record(f"exercise_{name.replace('-', '_')}_seconds", round(seconds, 1), profile)
+    return run
+
+
+def side_by_side(metrics_csvs: dict, columns: list[str], steps: int):
+    """Mean of ``columns`` over the first ``steps`` logged steps of each run
+    (``{label: metrics.csv}``), as a DataFrame (runs as columns), and a plot of each column
+    against the step."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from .plots import read_metrics
+
+    frames = {label: read_metrics(path) for label, path in metrics_csvs.items()}
+    frames = {label: df[df["step"] <= steps] for label, df in frames.items()}
+    for label, df in frames.items():
+        missing = [c for c in columns if c not in df.columns]
+        if missing or df.empty:
+            raise ValueError(
+                f"run {label!r} logged no {missing or columns} in its first {steps} steps"
+            )
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 2.6), squeeze=False)
+    for ax, column in zip(axes[0], columns, strict=True):
+        for label, df in frames.items():
+            ax.plot(df["step"], df[column], marker=".", label=label)
+        ax.set_title(column, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    plt.show()
+    return pd.DataFrame({label: df[columns].mean() for label, df in frames.items()})
