@@ -29,27 +29,28 @@ NOTEBOOK_DIR = paths.repo_root() / "notebooks"
 NOTEBOOK_ENV = "MEDREASON_NOTEBOOK"
 
 # ``tiny_seconds``: each notebook's time in one `make course` run on a 2-core CPU
-# (runs/tiny/course_report.json, 2026-11-22), with cached tiny models; a first run builds them.
+# (runs/tiny/course_report.json, 2026-11-27, exercises included), with cached tiny models and
+# warm starts; a first run builds them.
 # ``needs_runs``: the notebooks whose runs (a training run, a saved baseline) this one reads;
 # its "Prerequisites" cell names them with their times (tests/test_notebook_structure.py).
 COURSE_MAP: list[dict] = [
     {
         "notebook": "00_setup_and_tour",
-        "tiny_seconds": "10",
+        "tiny_seconds": "12",
         "needs_runs": [],
         "teaches": "environment check, profiles, the course map",
         "relates_to": "all three reference models (which notebook reproduces which recipe)",
     },
     {
         "notebook": "01_template_and_format_rewards",
-        "tiny_seconds": "5",
+        "tiny_seconds": "9",
         "needs_runs": [],
         "teaches": "the reasoning/answer template, parsing, three format rewards, reward hacking",
         "relates_to": "MedQwen3B-Reasoner's template and format rewards",
     },
     {
         "notebook": "02_medical_data_and_answer_rewards",
-        "tiny_seconds": "8",
+        "tiny_seconds": "13",
         "needs_runs": [],
         "teaches": "PubMedQA, MedQA, MedMCQA, MMLU, GSM8K as prompts; the 70/30 mix; "
         "correctness per answer type; decontamination",
@@ -57,7 +58,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "03_baseline_evaluation",
-        "tiny_seconds": "11",
+        "tiny_seconds": "14",
         "needs_runs": [],
         "teaches": "the evaluation harness; the untrained model's accuracy, format rate and "
         "answer distribution, with confidence intervals",
@@ -65,7 +66,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "04_grpo_qwen_3b",
-        "tiny_seconds": "76",
+        "tiny_seconds": "101",
         "needs_runs": [],
         "teaches": "GRPO by hand, then GRPOTrainer with the course rewards; reading the "
         "training curves; checkpoints and resume",
@@ -73,7 +74,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "05_evaluate_and_compare",
-        "tiny_seconds": "11",
+        "tiny_seconds": "31",
         "needs_runs": ["04", "03"],
         "teaches": "before/after on the same items and settings; error analysis; "
         "which published numbers are comparable",
@@ -81,7 +82,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "06_scale_qwen3_8b",
-        "tiny_seconds": "70",
+        "tiny_seconds": "82",
         "needs_runs": [],
         "teaches": "the same pipeline on Qwen3-8B: thinking mode, LoRA targets, the memory "
         "plan per GPU, vLLM settings",
@@ -89,7 +90,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "07_scale_gpt_oss_20b",
-        "tiny_seconds": "83",
+        "tiny_seconds": "72",
         "needs_runs": [],
         "teaches": "a mixture-of-experts model in 4-bit on one GPU; harmony channels and how "
         "rewards and evaluation read them",
@@ -97,7 +98,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "08_export_and_serve",
-        "tiny_seconds": "11",
+        "tiny_seconds": "12",
         "needs_runs": ["04"],
         "teaches": "save, merge, verify the adapter really trained; GGUF, Ollama, vLLM; "
         "asking the model",
