@@ -32,13 +32,12 @@ default that may change), and the ones the hardware dictates are derived:
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import warnings
 from pathlib import Path
 
 from datasets import Dataset
 
+from .install import read_gpu
 from .memory import plan_for_profile
 from .profiles import Profile
 from .training_mix import build_training_mix
@@ -130,20 +129,10 @@ def clip_range(profile: Profile) -> tuple[float, float]:
 
 def gpu_has_bf16() -> bool | None:
     """Whether the first NVIDIA GPU has bf16 (compute capability 8.0 or newer: Ampere, a T4 is
-    7.5), from ``nvidia-smi`` so that CUDA is not initialised; None when it cannot tell."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-        return float(out.split()[0]) >= 8.0
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
+    7.5), from ``nvidia-smi`` (``install.read_gpu``) so that CUDA is not initialised; None
+    when it cannot tell."""
+    gpu = read_gpu()
+    return None if gpu is None else gpu.compute_capability >= (8, 0)
 
 
 def preflight(
