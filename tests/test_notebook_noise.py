@@ -200,6 +200,9 @@ def test_a_notebook_that_trains_and_evaluates_is_clean(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("MEDREASON_RUNS", str(tmp_path / "runs"))
+    # an empty cache: the warm start must really run (and show its bar), not come from the
+    # warm starts that other tests or `make course` cached on this machine
+    monkeypatch.setenv("MEDREASON_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MEDREASON_PROFILE", "tiny")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # ipykernel stops echoing what subprocesses write (fd capture) when it sees pytest's
