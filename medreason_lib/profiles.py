@@ -94,6 +94,8 @@ class Profile:
     # Passed explicitly so CPU (plain TRL) and GPU (Unsloth) runs clip the same way.
     epsilon: float = 0.2
     epsilon_high: float | None = None
+    importance_sampling_level: str = "token"  # "sequence": GSPO's sequence-level ratio
+    mask_truncated_completions: bool = False  # DAPO's overlong masking: cut answers get no loss
     scarce_labels: str = "replace"  # a label short of its target: "replace" | "cap" | "error"
     shuffle_options: bool = True  # multiple choice: shuffle options to balance the gold letter
 
@@ -107,6 +109,40 @@ class Profile:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def with_loss_variant(self, name: str) -> Profile:
+        """This profile with one of ``LOSS_VARIANTS``' GRPO objectives (every field the
+        variant names is set explicitly, so Unsloth rewrites none of them on a GPU)."""
+        if name not in LOSS_VARIANTS:
+            raise ValueError(f"unknown loss variant {name!r}; valid: {', '.join(LOSS_VARIANTS)}")
+        return self.replace(**LOSS_VARIANTS[name])
+
+
+# The GRPO objectives the course compares, as the GRPOConfig fields each one sets:
+# - grpo: the original per-sequence mean (DeepSeekMath), symmetric clipping.
+# - dapo: token-level normalisation, clip-higher (epsilon_high 0.28) and overlong masking
+#   (truncated completions get no loss), as the DAPO paper recommends.
+# - dr_grpo: Dr. GRPO, a constant normaliser and no division by the group's std.
+# - gspo: GSPO, one importance ratio per sequence, with the paper's narrow clipping range.
+_VARIANT_DEFAULTS = {"scale_rewards": "group", "epsilon": 0.2, "epsilon_high": 0.2}
+_VARIANT_DEFAULTS |= {"importance_sampling_level": "token", "mask_truncated_completions": False}
+LOSS_VARIANTS: dict[str, dict] = {
+    "grpo": {**_VARIANT_DEFAULTS, "loss_type": "grpo"},
+    "dapo": {
+        **_VARIANT_DEFAULTS,
+        "loss_type": "dapo",
+        "epsilon_high": 0.28,
+        "mask_truncated_completions": True,
+    },
+    "dr_grpo": {**_VARIANT_DEFAULTS, "loss_type": "dr_grpo", "scale_rewards": "none"},
+    "gspo": {
+        **_VARIANT_DEFAULTS,
+        "loss_type": "grpo",
+        "importance_sampling_level": "sequence",
+        "epsilon": 3e-4,
+        "epsilon_high": 4e-4,
+    },
+}
 
 
 _TINY = Profile(
