@@ -128,12 +128,13 @@ def _resumed(path: Path, items: list[dict]) -> dict[str, dict]:
 # --------------------------------------------------------------------------- evaluate
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
     """The course's bar (``progress.progress_bar``): in a notebook, text updated in place,
-    so a saved notebook shows where it ended, not a widget frozen at 0%."""
+    so a saved notebook shows where it ended, not a widget frozen at 0%. ``initial``: items
+    resumed from disk, shown as done but not counted in the rate."""
     from .progress import progress_bar
 
-    return progress_bar(total, desc, unit="item", disable=not enabled)
+    return progress_bar(total, desc, unit="item", initial=initial, disable=not enabled)
 
 
 def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | list | None]:
@@ -236,8 +237,7 @@ def evaluate(
         print(f"note: replacing the earlier records in {path} (resume=True would continue them)")
         path.unlink()
     began = time.perf_counter()
-    with _progress(len(items), f"eval {name or ''}".strip(), progress) as bar:
-        bar.update(len(done))
+    with _progress(len(items), f"eval {name or ''}".strip(), progress, len(done)) as bar:
         batch_size = batch_size or getattr(gen, "default_batch_size", 16)
         try:
             _run(gen, items, done, path, batch_size, tokenizer, bar)

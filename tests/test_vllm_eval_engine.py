@@ -61,19 +61,20 @@ def _generator(engine, tokenizer, settings, max_model_len):
     return gen
 
 
+def _evaluate(engine, tokenizer, settings, items, max_model_len):
+    """The harness on ``items`` in one batch, through a generator on ``engine``."""
+    gen = _generator(engine, tokenizer, settings, max_model_len)
+    return evaluation.evaluate(
+        gen, items, settings=settings, profile=TINY, batch_size=6, progress=False
+    )
+
+
 def test_an_engine_sized_from_the_data_answers_every_item(tokenizer, items):
     settings = EvalSettings.from_profile(TINY)
     prompts = [it["messages"] for it in evaluation._items(items, settings, None)]
     needed = engine_model_len(tokenizer, prompts, settings.generation)
     engine = FakeEngine(tokenizer, needed)
-    report = evaluation.evaluate(
-        _generator(engine, tokenizer, settings, needed),
-        items,
-        settings=settings,
-        profile=TINY,
-        batch_size=6,
-        progress=False,
-    )
+    report = _evaluate(engine, tokenizer, settings, items, needed)
     assert report.failed == 0 and report.n == 6 and engine.calls == 1
 
 
@@ -83,14 +84,7 @@ def test_one_over_long_item_fails_alone_and_is_reported(tokenizer, items, capsys
     rendered = [engine_model_len(tokenizer, [p], settings.generation) for p in prompts]
     limit = sorted(rendered)[-1] - 1  # only the longest prompt leaves too little room
     engine = FakeEngine(tokenizer, limit)
-    report = evaluation.evaluate(
-        _generator(engine, tokenizer, settings, limit),
-        items,
-        settings=settings,
-        profile=TINY,
-        batch_size=6,
-        progress=False,
-    )
+    report = _evaluate(engine, tokenizer, settings, items, limit)
     errors = [r["error"] for r in report.records if r["error"]]
     assert report.n == 6 and len(errors) == 1 and errors[0].startswith("PromptTooLong")
     assert "1 of them: prompt too long for the engine's max_model_len" in capsys.readouterr().out
@@ -103,14 +97,7 @@ def test_a_batch_the_engine_rejects_is_retried_item_by_item(tokenizer, items):
     prompts = [it["messages"] for it in evaluation._items(items, settings, None)]
     sizes = sorted(engine_model_len(tokenizer, [p], settings.generation) for p in prompts)
     engine = FakeEngine(tokenizer, sizes[-1] - settings.generation.max_new_tokens)
-    report = evaluation.evaluate(
-        _generator(engine, tokenizer, settings, None),
-        items,
-        settings=settings,
-        profile=TINY,
-        batch_size=6,
-        progress=False,
-    )
+    report = _evaluate(engine, tokenizer, settings, items, None)
     assert report.failed == 1 and engine.calls == 1 + 6
 
 
