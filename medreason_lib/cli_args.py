@@ -1,0 +1,173 @@
+"""The command line's arguments: every subcommand's options and help text (``cli`` runs them).
+
+Kept apart from ``cli`` so the options a learner reads in ``--help`` sit in one place, and the
+command functions in another.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from .profiles import ENV_VAR, PROFILES
+
+PROG = "python -m medreason_lib"
+
+
+def _common(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        help=f"run profile (default: ${ENV_VAR}, else the profile this machine fits)",
+    )
+    if run_dir:
+        parser.add_argument(
+            "--run-dir",
+            help="the training run folder (default: runs/<profile>/grpo, or $MEDREASON_RUNS)",
+        )
+
+
+def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
+    """The parser of every subcommand; ``handlers`` maps each command to its function."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train, evaluate, export and ask a medical reasoning model (GRPO), "
+        "without Jupyter. Educational use only: not medical advice.",
+        epilog=f"`{PROG} <command> --help` describes each command. The notebooks call the "
+        "same library functions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser(
+        "plan",
+        help="GPU memory plan of a profile (will it fit?)",
+        description="Print medreason_lib.memory.plan(profile, method, gpu): peak GPU memory "
+        "of training, by part, and what to lower first.",
+    )
+    _common(p, run_dir=False)
+    p.add_argument(
+        "--gpu", help="a GPU name (T4, L4, A10G, A100-40GB, A100-80GB, H100, H200) or GB"
+    )
+    p.add_argument("--method", default="grpo", choices=["grpo", "qlora", "lora16"])
+    p.set_defaults(handler=handlers["plan"])
+
+    p = sub.add_parser(
+        "train",
+        help="GRPO training (training.train), as notebook 04",
+        description="Run training.train(profile): the SFT warm start where the profile has one, "
+        "then GRPO; writes checkpoints, metrics.csv, the adapter and run.json to the run "
+        "folder. Also runs as `accelerate launch -m medreason_lib train ...`.",
+    )
+    _common(p)
+    p.add_argument("--steps", type=int, help="GRPO steps in all (default: the profile's max_steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--sft-steps",
+        type=int,
+        help="SFT warm-start steps (default: the profile's; 0 skips it, for a model that "
+        "already writes the template)",
+    )
+    p.add_argument(
+        "--sample-every", type=int, default=10, help="print a sampled completion every N steps"
+    )
+    p.add_argument(
+        "--vllm-server",
+        metavar="URL",
+        help="generate rollouts on a `trl vllm-serve` server (e.g. http://localhost:8000, on a "
+        "second GPU) instead of a vLLM engine inside the training process (GPU profiles; not "
+        "tested by the course)",
+    )
+    p.set_defaults(handler=handlers["train"])
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate the trained adapter, the baseline or any model (evaluation.evaluate_model)",
+        description="Evaluate on the profile's benchmarks with the course's settings (greedy, "
+        "the template system prompt, the one answer extractor) and save "
+        "runs/<profile>/eval/<name>.json. Default: the run's adapter on its base model "
+        "(run.json); --baseline: the profile's untrained model; --model: a published model "
+        "(hub id) or a local model folder, as it is, loaded the way the profile loads its own.",
+    )
+    _common(p)
+    p.add_argument(
+        "--model",
+        help="a hub id (hooman650/MedQwen3B-Reasoner) or a saved model folder to evaluate "
+        "with the course's harness, no adapter (report: model-<name>)",
+    )
+    p.add_argument("--baseline", action="store_true", help="evaluate the model without an adapter")
+    p.add_argument("--adapter", help="a LoRA adapter folder (default: the run's)")
+    p.add_argument(
+        "--base", help="the base model of --adapter / --baseline (default: the run's / profile's)"
+    )
+    p.add_argument("--n", type=int, help="items per benchmark (default: the profile's eval_size)")
+    p.add_argument(
+        "--name", help="report name (default: trained or baseline, with -n<N> when --n is given)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=handlers["eval"])
+
+    p = sub.add_parser(
+        "export",
+        help="save, merge, verify, GGUF, Ollama/vLLM files, push (medreason_lib.export)",
+        description="Save the run's adapter to <run>/export/adapter and verify it trained. "
+        "--merge: merge it into the base weights (export/merged) and write the vLLM serve "
+        "files; --gguf: a GGUF file (GPU profiles); --modelfile: an Ollama Modelfile; --push: "
+        "upload to the Hugging Face Hub (token from HF_TOKEN, never printed). Exit status 1 "
+        "when the adapter does not verify.",
+    )
+    _common(p)
+    p.add_argument("--merge", action="store_true", help="merge the adapter into the base weights")
+    p.add_argument(
+        "--gguf",
+        action="append",
+        metavar="QUANT",
+        help="make a GGUF file: q4_k_m or q8_0 (repeatable; GPU profiles only)",
+    )
+    p.add_argument("--push", metavar="REPO", help="push to the Hub repository user/name")
+    p.add_argument("--modelfile", action="store_true", help="write an Ollama Modelfile (merges)")
+    p.add_argument("--no-verify", action="store_true", help="skip the adapter checks")
+    p.set_defaults(handler=handlers["export"])
+
+    p = sub.add_parser(
+        "ask",
+        help="ask the trained model one question (educational use only)",
+        description="Ask one question in a training format and print the parsed reasoning and "
+        "answer. --context ABSTRACT: a yes/no/maybe question; --options A B C D: multiple "
+        "choice; --task gsm8k: arithmetic. Not medical advice.",
+    )
+    _common(p)
+    p.add_argument("question", help="the question (quote it)")
+    p.add_argument("--context", help="the abstract a yes/no/maybe question is about")
+    p.add_argument("--options", nargs=4, metavar=("A", "B", "C", "D"), help="four options")
+    p.add_argument("--task", help="the task format (pubmedqa, medqa, medmcqa, mmlu_medical, gsm8k)")
+    p.add_argument("--model", help="a merged model folder to ask instead of the run's adapter")
+    p.add_argument("--max-new-tokens", type=int, help="default: the profile's completion length")
+    p.add_argument("--show-completion", action="store_true", help="also print the raw completion")
+    p.set_defaults(handler=handlers["ask"])
+
+    p = sub.add_parser(
+        "doctor",
+        help="is this runtime ready? GPU, driver, pins, disk, token, hub, profile fit",
+        description="One line per fact (GPU, driver, CUDA, bf16, package pins, disk, HF_TOKEN "
+        "never shown, the hub, the profile and its memory plan); exit status 1 with one line "
+        "per problem and its fix. Never initialises CUDA (medreason_lib.doctor).",
+    )
+    _common(p, run_dir=False)
+    p.add_argument("--no-hub", action="store_true", help="do not contact the hub")
+    p.set_defaults(handler=handlers["doctor"])
+
+    p = sub.add_parser(
+        "prefetch",
+        help="download a profile's model and datasets once, for offline runs",
+        description="Download the profile's models and datasets into the cache or --to FOLDER "
+        "with their sizes; then every loader reads them with HF_HOME=FOLDER HF_HUB_OFFLINE=1 "
+        "HF_DATASETS_OFFLINE=1 (medreason_lib.prefetch).",
+    )
+    _common(p, run_dir=False)
+    p.add_argument("--to", metavar="FOLDER", help="a folder to use as HF_HOME (default: the cache)")
+    p.add_argument("--dry-run", action="store_true", help="list what it would fetch; no request")
+    p.add_argument("--model", action="append", metavar="ID", help="also this model (repeatable)")
+    p.add_argument("--reference", action="store_true", help="also the published reference model")
+    p.add_argument("--check", action="store_true", help="read it all back with the hub off")
+    p.set_defaults(handler=handlers["prefetch"])
+    return parser
