@@ -1,0 +1,106 @@
+"""GRPO under DDP on a CPU: two processes (torchrun through ``accelerate launch``, gloo).
+
+The command a learner with two GPUs runs is the one this test runs, on the CPU:
+
+    accelerate launch --multi_gpu --num_processes 2 -m medreason_lib train --profile tiny ...
+
+(On a machine without CUDA, accelerate's ``--multi_gpu`` starts the processes with torchrun
+and they join a gloo process group on the CPU. ``--cpu --num_processes 2`` is not the same:
+accelerate 1.15 launches more than one CPU process only through MPI, and without
+``--mpirun_hostfile`` it starts a single process.)
+
+What must hold: both processes train (the run records ``processes: 2``), the steps are the
+ones asked for, and there is one run folder, written once: one ``run.json``, one metrics row
+per step, one adapter, one copy of the warm start.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import copy_warm_start
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 2
+
+
+def accelerate_command(*args: str) -> list[str]:
+    launcher = Path(sys.executable).with_name("accelerate")
+    if not launcher.exists():
+        pytest.fail(
+            f"accelerate's launcher is missing beside {sys.executable}: pip install accelerate"
+        )
+    return [str(launcher), "launch", *args]
+
+
+def test_grpo_runs_under_ddp_on_two_cpu_processes(tiny_warm_start, tmp_path):
+    run_dir = tmp_path / "ddp" / "grpo"
+    copy_warm_start(tiny_warm_start, run_dir)
+    cmd = accelerate_command(
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "medreason_lib",
+        "train",
+        "--profile",
+        "tiny",
+        "--steps",
+        str(STEPS),
+        "--sample-every",
+        "0",
+        "--run-dir",
+        str(run_dir),
+    )
+    env = os.environ | {
+        "MEDREASON_PROFILE": "tiny",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MEDREASON_RUNS": str(tmp_path / "runs"),
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["processes"] == 2, info
+    assert info["global_step"] == STEPS
+    with open(run_dir / "metrics.csv", newline="") as f:
+        steps = [int(row["step"]) for row in csv.DictReader(f)]
+    assert steps == list(range(1, STEPS + 1)), steps  # each step logged once, by process 0
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    # process 0 reports, the other is silent: the summary is printed once
+    assert done.stdout.count("trained: ") == 1, done.stdout
+    # one run folder: nothing written beside it, no second warm start
+    assert sorted(p.name for p in run_dir.parent.iterdir()) == ["grpo"]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("run.json"))
+
+
+def test_the_shipped_multi_gpu_configs_parse():
+    """The accelerate and DeepSpeed files the README documents exist and say what it says."""
+    import yaml
+
+    folder = ROOT / "configs" / "multi_gpu"
+    ddp = yaml.safe_load((folder / "accelerate_ddp.yaml").read_text())
+    assert ddp["distributed_type"] == "MULTI_GPU" and ddp["num_processes"] >= 2
+    zero3 = yaml.safe_load((folder / "accelerate_zero3.yaml").read_text())
+    assert zero3["distributed_type"] == "DEEPSPEED"
+    ds_file = ROOT / zero3["deepspeed_config"]["deepspeed_config_file"]
+    ds = json.loads(ds_file.read_text())
+    assert ds["zero_optimization"]["stage"] == 3
+    readme = (ROOT / "README.md").read_text()
+    for name in ("accelerate_ddp.yaml", "accelerate_zero3.yaml", "trl vllm-serve"):
+        assert name in readme, f"README's multi-GPU section does not mention {name}"
