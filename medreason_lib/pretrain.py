@@ -116,6 +116,10 @@ def build_corpus(
     (13-gram or fuzzy question, printed), refuses empty abstracts, and needs at least one
     abstract on each side.
     """
+    needed = ["id", "context"] + (["task", "question"] if eval_sets else [])
+    missing = [c for c in needed if c not in rows.column_names]
+    if missing:
+        raise DataError(f"{where}: missing column(s) {missing}; has {rows.column_names}")
     refuse_test_pmids(rows["id"], test_pmids, where)
     contamination = None
     if eval_sets:
@@ -229,6 +233,9 @@ def perplexity(
     texts = list(texts)
     if not texts:
         raise ValueError("perplexity needs at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"perplexity: text {i} is {text!r}, not a non-empty string")
     docs = [training_ids(tokenizer, t) for t in texts]
     jobs = [(d, w) for d, ids in enumerate(docs) for w in windows(len(ids), max_length)]
     if not jobs:

@@ -100,6 +100,8 @@ def test_bad_corpus_input_fails_naming_what_is_wrong():
         pretrain.build_corpus(
             _rows(["1", "1", "2"], ["a", "b", "c"]), test_pmids=set(), n_heldout=1
         )
+    with pytest.raises(DataError, match=r"missing column\(s\) \['context'\]"):
+        pretrain.build_corpus(good.remove_columns("context"), test_pmids=set(), n_heldout=1)
     with pytest.raises(ValueError, match="n_heldout=3"):
         pretrain.build_corpus(good, test_pmids=set(), n_heldout=3)
     split = pretrain.build_corpus(good, test_pmids=set(), n_heldout=1, seed=5)
@@ -150,6 +152,8 @@ def test_perplexity_matches_a_hand_computation(tiny_model, one_thread):
         assert math.isclose(solutions.corpus_perplexity(got.per_document), got.value, rel_tol=1e-9)
     with pytest.raises(ValueError):
         pretrain.perplexity(model, tokenizer, [], max_length=384)
+    with pytest.raises(ValueError, match="text 1"):
+        pretrain.perplexity(model, tokenizer, ["a b", None], max_length=384)
 
 
 def test_long_documents_are_scored_in_windows_each_token_once(tiny_model, one_thread):
