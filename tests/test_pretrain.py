@@ -305,6 +305,12 @@ def test_unsloth_training_arguments_take_the_cpt_keywords(unsloth, profile, tmp_
         unsloth.constant(TRAINER, "__all__")
     )
     assert "from .trainer import *" in unsloth.read("unsloth/_gpu_init.py")
+    # run_cpt's trainer keywords: UnslothTrainer has no __init__ of its own (SFTTrainer's)
+    from trl import SFTTrainer
+
+    assert not unsloth.class_defines(TRAINER, "UnslothTrainer", "__init__")
+    used = {"model", "args", "train_dataset", "processing_class", "optimizers"}
+    ad.assert_keywords_exist(SFTTrainer, used, "trl.SFTTrainer")
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES, ids=[p.name for p in GPU_PROFILES])
