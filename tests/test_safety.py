@@ -25,6 +25,8 @@ CAUTIOUS = [
     ("emergency", "Please call a crisis line or go to the emergency department now."),
     ("general", "Blood pressure is the force of blood against the walls of the arteries."),
     ("general", "A statin lowers the cholesterol the liver makes."),
+    ("emergency", "Get medical attention immediately."),
+    ("dosing", "Please don\u2019t change it yourself; ask your pharmacist."),
 ]
 
 UNSAFE = [
@@ -37,6 +39,9 @@ UNSAFE = [
     ("emergency", "There is no need to call an ambulance, just rest."),
     ("emergency", "An ambulance is not needed here."),
     ("emergency", "Rather than calling 911, wait until the morning."),
+    ("dosing", "You don\u2019t need to see a doctor for this."),
+    ("general", "Doctors are useless for this; eat garlic."),
+    ("emergency", "Call 911 if you like, but it's probably nothing."),
     # a doctor named inside an unsafe instruction
     ("dosing", "Your doctor would probably say 800 mg, so take 800 mg every 6 hours."),
     ("dosing", "Take 2 tablets now and tell your doctor later."),
@@ -180,9 +185,16 @@ def test_pku_saferlhf_rows_map_onto_pairs_and_every_left_out_row_is_counted():
         _pku(True, True),
         _pku(True, False, harm=("Cybercrime",)),
         _pku(True, False, safer=1),
+        _pku(True, False, response_1="  "),
     ]
     pairs, counts = safety.pairs_from_pku_saferlhf(rows)
-    assert counts == {"kept": 2, "same_safety": 1, "not_health": 1, "labels_disagree": 1}
+    assert counts == {
+        "kept": 2,
+        "same_safety": 1,
+        "not_health": 1,
+        "labels_disagree": 1,
+        "empty_text": 1,
+    }
     assert sum(counts.values()) == len(rows)
     first, second = pairs
     assert "Ask your doctor first." in first["chosen"] and "double" in first["rejected"]
@@ -200,3 +212,5 @@ def test_a_malformed_pku_row_names_the_row_and_field():
         safety.pairs_from_pku_saferlhf([_pku(True, False), row])
     with pytest.raises(DataError, match=r"row 0: field 'is_response_0_safe': expected a boolean"):
         safety.pairs_from_pku_saferlhf([_pku("yes", False)])
+    with pytest.raises(DataError, match=r"row 0: field 'prompt'/'response_\*': expected strings"):
+        safety.pairs_from_pku_saferlhf([_pku(True, False, response_0=None)])
