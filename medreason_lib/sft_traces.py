@@ -1,0 +1,229 @@
+"""SFT on reasoning traces, then GRPO from its result: the recipe of the published reasoners.
+
+Reason·Med, II-Medical and the Qwen3-8B medical reasoners first fine-tune on distilled
+reasoning traces (supervised: imitate a written chain of thought and answer), then run RL
+with verifiable rewards. The steps, as notebook 10 takes them:
+
+1. ``trace_sft_data(profile)``: the traces (``traces.load_traces``: the bundled sample on
+   ``tiny``, the hub set on the GPU profiles), minus every trace that is, or overlaps, an
+   evaluation item (``training_mix.decontaminate_training_set``: the same evaluation sets and
+   PubMedQA test PMIDs the GRPO mix is checked against), as SFT rows for the profile's chat
+   family (``traces.sft_rows``).
+2. ``run_trace_sft(profile, rows, folder)``: TRL's ``SFTTrainer`` with the warm start's
+   settings (``sft.sft_settings``), the loss logged at every step (``TraceSFT.losses``).
+   On ``tiny`` the whole model is fine-tuned (0.7M parameters; LoRA on a random model learns
+   little) and saved as a model folder. On a GPU profile it trains the profile's LoRA on
+   Unsloth's 4-bit model (QLoRA; ``profile.with_sft_setting("q3x1")`` gives Q3X1's rank 128 /
+   alpha 256), saves that adapter in ``<folder>/adapter`` and merges it into 16-bit weights
+   in ``<folder>`` (Unsloth's ``save_pretrained_merged``). Either way ``<folder>`` is a model
+   that starts GRPO: ``training.train(profile, base_model=<folder>)`` trains a fresh GRPO
+   LoRA on top of the SFT weights (no tiny warm start then).
+3. The three stages on the same items with the same settings: ``stage_items(profile)``, the
+   untrained model (``evaluation.evaluate_model``), then the SFT model and SFT + GRPO from
+   one loaded model (``evaluation.evaluate_before_after`` on ``train(keep_model=True)``'s
+   model: the GRPO adapter off, then on).
+
+A finished SFT is reused when its folder's ``trace_sft.json`` stamp (base model, rows,
+settings) matches, so running the notebook again does not retrain it; on ``tiny`` it is also
+cached in ``paths.cache_dir()`` (as ``sft.run_warmstart`` caches the warm start), so the
+tests and the notebook train it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset
+
+from . import paths
+from .profiles import Profile
+from .sft import sft_settings, warmstart_cache_dir
+from .traces import load_traces, sft_rows
+
+STAGES = ("untrained", "after SFT", "after SFT + GRPO")
+# SFT on tiny: measured on the bundled sample, 100 steps at 3e-3 take the loss from about 8 to
+# about 1 and the model writes the template on most items; 60 steps at 5e-3 left it at 3.6
+# and writing no template at all.
+TINY_STEPS = 100
+TINY_LEARNING_RATE = 3e-3
+
+
+def default_dir(profile: Profile) -> Path:
+    """``runs/<profile>/sft_traces``: the SFT model, its stamp and the GRPO run after it."""
+    return paths.runs_dir(profile.name) / "sft_traces"
+
+
+def trace_sft_data(
+    profile: Profile, source=None, schema: str = "medical-o1", *, n: int | None = None
+):
+    """``(rows, traces, contamination)``: the profile's traces without any evaluation item
+    (see the module docstring), and as SFT rows for its chat family. ``source`` defaults to
+    ``"bundled"`` where the profile reads the bundled samples, else ``"hub"``."""
+    from .training_mix import decontaminate_training_set
+
+    if source is None:
+        source = "bundled" if profile.data_source == "bundled" else "hub"
+    traces = load_traces(source, schema, n=n, seed=profile.seed)
+    kept, contamination = decontaminate_training_set(traces, profile)
+    if len(kept) == 0:
+        raise ValueError(f"every one of the {len(traces)} traces overlaps an evaluation set")
+    rows = sft_rows(kept, profile.family, dict(profile.chat_template_kwargs))
+    return rows, kept, contamination
+
+
+def default_steps(profile: Profile, n_rows: int) -> int:
+    """``TINY_STEPS`` on tiny; elsewhere one pass over the rows at batch 8."""
+    return TINY_STEPS if profile.is_tiny else max(1, -(-n_rows // 8))
+
+
+@dataclass
+class TraceSFT:
+    """A finished SFT on traces: ``model_dir`` starts GRPO; ``adapter_dir`` is the SFT LoRA
+    (GPU profiles; None on tiny, where the whole model trained); ``losses`` the training
+    loss per logged step."""
+
+    model_dir: Path
+    adapter_dir: Path | None
+    steps: int
+    seconds: float
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def first_loss(self) -> float:
+        return self.losses[0][1]
+
+    @property
+    def last_loss(self) -> float:
+        return self.losses[-1][1]
+
+    def plot(self, title: str = "SFT on reasoning traces: training loss"):
+        """The loss against the step."""
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 3))
+        ax.plot(*zip(*self.losses, strict=True), marker=".")
+        ax.set_xlabel("SFT step")
+        ax.set_ylabel("loss (completion tokens)")
+        ax.set_title(title)
+        fig.tight_layout()
+        return fig
+
+
+def _stamp(profile: Profile, rows: Dataset, settings: dict) -> dict:
+    from .tiny import resolve_model_id
+
+    digest = hashlib.sha256(json.dumps(rows.to_list(), sort_keys=True).encode()).hexdigest()
+    return {
+        "base": profile.model_id,
+        "base_path": resolve_model_id(profile.model_id, seed=profile.seed),
+        "lora": [profile.lora_rank, profile.lora_alpha] if not profile.is_tiny else None,
+        "rows_sha256": digest,
+        "settings": {k: str(v) for k, v in settings.items() if k != "output_dir"},
+    }
+
+
+def run_trace_sft(
+    profile: Profile,
+    rows: Dataset,
+    output_dir: str | Path | None = None,
+    *,
+    steps: int | None = None,
+    force: bool = False,
+) -> TraceSFT:
+    """Supervised fine-tuning on ``rows`` (``trace_sft_data``), saved in ``output_dir``
+    (default ``default_dir(profile) / "sft"``); see the module docstring. Reuses a finished
+    one with the same stamp unless ``force``. The trainer and model are freed on return."""
+    from trl import SFTConfig, SFTTrainer
+
+    from .callbacks import use_course_progress
+    from .models import close_trainer, free_memory, load_for_training
+    from .trl_compat import install_cpu_logprob_fallback
+
+    out = Path(output_dir) if output_dir else default_dir(profile) / "sft"
+    steps = steps or default_steps(profile, len(rows))
+    lr = {"learning_rate": TINY_LEARNING_RATE} if profile.is_tiny else {}
+    settings = sft_settings(profile, out / "_trainer", steps, logging_steps=1, **lr)
+    stamp = _stamp(profile, rows.remove_columns(["id"]), settings)
+    stamp_path = out / "trace_sft.json"
+    if not force and stamp_path.is_file():
+        saved = json.loads(stamp_path.read_text())
+        if saved.get("stamp") == stamp:
+            print(f"SFT on traces: reusing {out} (same model, rows and settings)")
+            return _result(out, saved)
+    cached = warmstart_cache_dir({"trace_sft": stamp}) if profile.is_tiny else None
+    if not force and cached is not None and (cached / "trace_sft.json").is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(cached, out)
+        print("SFT on traces: reusing the cached one (same model, rows and settings)")
+        return _result(out, json.loads(stamp_path.read_text()))
+    install_cpu_logprob_fallback()
+    model, tokenizer, _ = load_for_training(profile)  # tiny: no LoRA (full fine-tuning)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**settings),
+        train_dataset=rows.remove_columns(["id"]),
+        processing_class=tokenizer,
+    )
+    use_course_progress(trainer, "SFT on reasoning traces")
+    began = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - began
+    losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    adapter = None
+    if profile.is_tiny:
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
+    else:  # the SFT LoRA, then merged into 16-bit weights: the model GRPO starts from
+        adapter = out / "adapter"
+        trainer.save_model(str(adapter))
+        trainer.model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+    info = {"stamp": stamp, "steps": steps, "seconds": seconds, "losses": losses}
+    info["adapter_dir"] = "adapter" if adapter else None
+    stamp_path.write_text(json.dumps(info, indent=2))  # last: it marks a finished SFT
+    if cached is not None:
+        _store(out, cached)
+    close_trainer(trainer)
+    del trainer, model
+    free_memory()
+    first, last = losses[0][1], losses[-1][1]
+    print(f"SFT on traces: {steps} steps in {seconds:.0f} s, loss {first:.3f} -> {last:.3f}")
+    return _result(out, info)
+
+
+def _result(folder: Path, info: dict) -> TraceSFT:
+    adapter = folder / info["adapter_dir"] if info.get("adapter_dir") else None
+    losses = [(int(s), float(v)) for s, v in info["losses"]]
+    return TraceSFT(folder, adapter, info["steps"], info["seconds"], losses)
+
+
+def _store(folder: Path, cached: Path) -> None:
+    """Copy a finished tiny SFT into the cache (a temporary folder moved into place, so a
+    reader never sees half a model; when two processes race, the first move wins)."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}-", dir=cached.parent))
+    try:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_trainer"))
+        try:
+            os.replace(tmp, cached)
+        except OSError:
+            if not (cached / "trace_sft.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stage_items(profile: Profile, n: int | None = None) -> Dataset:
+    """The items all three stages are evaluated on: ``n`` per benchmark (default: 6 on
+    tiny, to keep the notebook short; ``profile.eval_size`` elsewhere), seeded with the
+    profile's seed, from its data source."""
+    from .evaluation import load_benchmarks
+
+    n = n or (6 if profile.is_tiny else profile.eval_size)
+    return load_benchmarks(n=n, seed=profile.seed, source=profile.data_source)
