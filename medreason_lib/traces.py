@@ -195,19 +195,28 @@ def trace_record(row, schema: TraceSchema, i: int, where: str) -> dict:
     }
 
 
+def _json_lines(path: Path, text: str) -> list:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise TraceSchemaError(f"{path}: line {n}: not JSON ({e.msg})") from e
+    return rows
+
+
 def _read_file(path: Path) -> list:
+    """The rows of a ``.jsonl`` file, or of a ``.json`` file holding a list (a ``.json`` file
+    that is JSON Lines, one object per line, is read as such)."""
+    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise TraceSchemaError(f"{path}: line {n}: not JSON ({e.msg})") from e
-        return rows
+        return _json_lines(path, text)
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(text)
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text.lstrip().startswith("{"):  # JSON Lines named .json
+            return _json_lines(path, text)
         raise TraceSchemaError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from e
     if not isinstance(rows, list):
         raise TraceSchemaError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")

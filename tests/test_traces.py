@@ -94,6 +94,9 @@ def test_bad_files_are_clear_errors(tmp_path):
     bad.write_text(json.dumps(O1) + "\n{not json\n")
     with pytest.raises(TraceSchemaError, match="line 2: not JSON"):
         load_traces(bad)
+    lines = tmp_path / "lines.json"  # JSON Lines under a .json name: read as JSON Lines
+    lines.write_text(json.dumps(O1) + "\n" + json.dumps({**O1, "Response": "Answer: no"}) + "\n")
+    assert load_traces(lines)["answer"] == ["yes", "no"]
     with pytest.raises(TraceSchemaError, match="no rows"):
         load_traces(write(tmp_path, []))
     with pytest.raises(FileNotFoundError, match="ReasonMed.json"):
