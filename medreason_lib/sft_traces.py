@@ -139,7 +139,9 @@ def run_trace_sft(
 ) -> TraceSFT:
     """Supervised fine-tuning on ``rows`` (``trace_sft_data``), saved in ``output_dir``
     (default ``default_dir(profile) / "sft"``); see the module docstring. Reuses a finished
-    one with the same stamp unless ``force``. The trainer and model are freed on return."""
+    one with the same stamp unless ``force``. The trainer and model are freed on return.
+    A row longer than ``profile.max_seq_length`` tokens is cut there by TRL (``max_length``):
+    the end of a long trace, its answer included, is then not learned."""
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import use_course_progress
@@ -147,6 +149,8 @@ def run_trace_sft(
     from .trl_compat import install_cpu_logprob_fallback
 
     out = Path(output_dir) if output_dir else default_dir(profile) / "sft"
+    if steps is not None and steps < 1:
+        raise ValueError(f"run_trace_sft: steps must be at least 1, got {steps}")
     steps = steps or default_steps(profile, len(rows))
     lr = {"learning_rate": TINY_LEARNING_RATE} if profile.is_tiny else {}
     settings = sft_settings(profile, out / "_trainer", steps, logging_steps=1, **lr)
@@ -164,7 +168,9 @@ def run_trace_sft(
         print("SFT on traces: reusing the cached one (same model, rows and settings)")
         return _result(out, json.loads(stamp_path.read_text()))
     install_cpu_logprob_fallback()
-    model, tokenizer, _ = load_for_training(profile)  # tiny: no LoRA (full fine-tuning)
+    # tiny: the peft config is not used (full fine-tuning); GPU: Unsloth's 4-bit model with
+    # the profile's LoRA, without a vLLM engine (SFT generates nothing)
+    model, tokenizer, _ = load_for_training(profile.replace(use_vllm=False))
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(**settings),
@@ -186,6 +192,7 @@ def run_trace_sft(
         trainer.model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
     info = {"stamp": stamp, "steps": steps, "seconds": seconds, "losses": losses}
     info["adapter_dir"] = "adapter" if adapter else None
+    out.mkdir(parents=True, exist_ok=True)
     stamp_path.write_text(json.dumps(info, indent=2))  # last: it marks a finished SFT
     if cached is not None:
         _store(out, cached)

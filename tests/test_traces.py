@@ -237,3 +237,57 @@ def test_sft_lowers_the_loss_and_grpo_starts_from_its_weights(tmp_path, one_thre
         for name, tensor in sft_weights.items():  # the GRPO run's model under its LoRA
             key = next(k for k in base if k.replace("base_layer.", "").endswith(name))
             assert torch.equal(base[key], tensor), name
+
+
+def test_gpu_sft_trains_q3x1_qlora_without_vllm_and_merges_for_grpo(tmp_path, monkeypatch):
+    """The GPU path with Unsloth and TRL replaced by recorders (no GPU here): the model is
+    loaded without a vLLM engine with Q3X1's LoRA, the adapter is saved, then merged into
+    16-bit weights in the folder GRPO starts from."""
+    import trl
+
+    from medreason_lib import models, sft_traces
+
+    seen = {}
+
+    class Model:
+        def save_pretrained_merged(self, folder, tokenizer, save_method):
+            seen["merged"] = (folder, tokenizer, save_method)
+
+    class Trainer:
+        def __init__(self, model, args, train_dataset, processing_class):
+            self.model, self.args = model, args
+            seen["columns"] = train_dataset.column_names
+            self.state = type("State", (), {"log_history": [{"step": 1, "loss": 2.0}]})()
+
+        def remove_callback(self, cls):
+            pass
+
+        def add_callback(self, callback):
+            pass
+
+        def train(self):
+            self.state.log_history.append({"step": 2, "loss": 1.5})
+
+        def save_model(self, folder):
+            seen["adapter"] = folder
+
+    def load(profile, base=None):
+        seen["profile"] = profile
+        return Model(), "tokenizer", None
+
+    monkeypatch.setattr(models, "load_for_training", load)
+    monkeypatch.setattr(models, "close_trainer", lambda trainer: None)
+    monkeypatch.setattr(trl, "SFTTrainer", Trainer)
+    monkeypatch.setattr(trl, "SFTConfig", lambda **kw: kw)
+    q3x1 = PROFILES["8b"].with_sft_setting("q3x1")
+    rows = sft_rows(load_traces(), q3x1.family, dict(q3x1.chat_template_kwargs))
+    result = sft_traces.run_trace_sft(q3x1, rows, tmp_path / "sft", steps=2)
+    loaded = seen["profile"]
+    assert not loaded.use_vllm and (loaded.lora_rank, loaded.lora_alpha) == (128, 256)
+    assert "id" not in seen["columns"] and "chat_template_kwargs" in seen["columns"]
+    assert seen["adapter"] == str(tmp_path / "sft/adapter")
+    assert seen["merged"] == (str(tmp_path / "sft"), "tokenizer", "merged_16bit")
+    assert result.model_dir == tmp_path / "sft" and result.adapter_dir == tmp_path / "sft/adapter"
+    assert result.losses == [(1, 2.0), (2, 1.5)]
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        sft_traces.run_trace_sft(q3x1, rows, tmp_path / "sft", steps=0)
