@@ -13,6 +13,10 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 STAMP   := $(VENV)/.medreason-installed
+# `make test` spreads the tests over WORKERS processes (pytest-xdist; conftest.py keeps the
+# notebooks that read each other's runs in order in one process). WORKERS=0: one process.
+WORKERS ?= 2
+XDIST   := $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadgroup --no-loadscope-reorder)
 
 .PHONY: setup course test test-slow test-durations lint format bench clean help wheels \
         gpu-wheels
@@ -71,7 +75,7 @@ wheels: $(STAMP)
 test: $(STAMP) wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests --nbmake notebooks
+	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests --nbmake notebooks $(XDIST)
 
 test-slow: $(STAMP)
 	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests -m slow

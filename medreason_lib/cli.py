@@ -4,8 +4,10 @@
 
     python -m medreason_lib plan   --profile 3b --gpu T4        # will it fit? (memory.plan)
     python -m medreason_lib train  --profile tiny --steps 30     # training.train
+    python -m medreason_lib train  --profile tiny --data my.csv --reward my_rewards:brevity
     python -m medreason_lib eval   --profile tiny --n 16         # evaluation.evaluate_model
     python -m medreason_lib eval   --profile 3b --model hooman650/MedQwen3B-Reasoner
+    python -m medreason_lib eval   --profile tiny --method loglik  # lm-eval, log-likelihood
     python -m medreason_lib export --profile tiny --merge --modelfile
     python -m medreason_lib ask    --profile tiny "Does X help?" --context "An abstract..."
     python -m medreason_lib doctor                               # is this runtime ready?
@@ -37,10 +39,16 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "bad input": reported in one line with exit status 2."""
     from .ask import AskError
     from .export import ExportUnavailable
+    from .loglik import LoglikError
     from .prefetch import PrefetchError
     from .training_config import ConfigError
+    from .user_files import UserDataError
+    from .user_rewards import RewardError
 
-    return (FileNotFoundError, ExportUnavailable, AskError, ConfigError, PrefetchError)
+    return (
+        *(FileNotFoundError, ExportUnavailable, AskError, ConfigError, PrefetchError),
+        *(LoglikError, UserDataError, RewardError),
+    )
 
 
 class UsageError(Exception):
@@ -91,6 +99,8 @@ def _plan(args) -> int:
 
 
 def _train(args) -> int:
+    if int(os.environ.get("RANK", "0")) > 0:  # under accelerate/torchrun: process 0 reports
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     profile = _profile(args)
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
@@ -101,6 +111,8 @@ def _train(args) -> int:
         changes["max_steps"] = args.steps
     if args.sft_steps is not None:
         changes["sft_warmup_steps"] = args.sft_steps
+    if args.report_to is not None:
+        changes["report_to"] = tuple(t for t in args.report_to if t != "none")
     if args.vllm_server:
         if profile.is_tiny:
             raise UsageError(
@@ -109,6 +121,15 @@ def _train(args) -> int:
             )
         changes["use_vllm"] = False  # no vLLM engine inside the training process
         overrides = vllm_server_overrides(args.vllm_server)
+    dataset, extra_rewards = None, []
+    if args.data:  # every bad row, before any model loads
+        from .user_data import load_user_data
+
+        dataset = load_user_data(args.data)
+    if args.reward:
+        from .user_rewards import load_reward
+
+        extra_rewards = [load_reward(spec) for spec in args.reward]
     _start(args)
     from . import training
 
@@ -117,6 +138,8 @@ def _train(args) -> int:
         run_dir=args.run_dir,
         resume=args.resume,
         sample_every=args.sample_every,
+        dataset=dataset,
+        extra_rewards=extra_rewards,
         **overrides,
     )
     print(
@@ -154,6 +177,10 @@ def _eval(args) -> int:
             export.check_run(profile, args.run_dir)
     if args.n is not None and args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
+    if args.full and (args.method != "loglik" or args.n is not None):
+        raise UsageError("--full is for --method loglik, without --n")
+    if args.source is not None and args.method != "loglik":
+        raise UsageError("--source is for --method loglik (the generative items: the profile's)")
     _start(args)
     from . import evaluation
 
@@ -166,6 +193,8 @@ def _eval(args) -> int:
         name = args.name or ("baseline" if args.baseline else "trained")
     if args.n is not None and not args.name:  # never replace a full report with a sample
         name += f"-n{args.n}"
+    if args.method == "loglik":
+        return _eval_loglik(args, profile, name, base, adapter)
     dataset = None
     if args.n is not None:
         dataset = evaluation.load_benchmarks(
@@ -176,6 +205,20 @@ def _eval(args) -> int:
     )
     print(report)
     print(f"report: {evaluation.eval_dir(profile) / name}.json")
+    return 0
+
+
+def _eval_loglik(args, profile: Profile, name: str, base, adapter) -> int:
+    from . import loglik
+
+    if not args.name:
+        name = f"loglik-{name}" + ("-full" if args.full else "")
+    n = None if args.full else (args.n or profile.eval_size)
+    report = loglik.evaluate_loglik(
+        profile, name, base=base, adapter=adapter, n=n, source=args.source, progress=not args.quiet
+    )
+    print(report)
+    print(f"report: {loglik.report_path(profile, name)}")
     return 0
 
 
@@ -293,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not isinstance(exc, (UsageError, *_usage_errors())):
             raise
-        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        detail = str(exc) if getattr(exc, "multiline", False) else _one_line(exc)
+        print(f"{PROG} {args.command}: error: {detail}", file=sys.stderr)
         return 2
 
 

@@ -71,6 +71,26 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         "--sample-every", type=int, default=10, help="print a sampled completion every N steps"
     )
     p.add_argument(
+        "--data",
+        metavar="FILE",
+        help="train on your own CSV or JSON Lines file instead of the profile's mix (columns: "
+        "question, answer, task_type; context, options or A-D where they apply; see "
+        "data/README.md). Every bad row is listed, exit status 2, before any model loads",
+    )
+    p.add_argument(
+        "--reward",
+        action="append",
+        metavar="MODULE:FUNCTION",
+        help="add your own reward function, fn(completions, **kwargs) -> list[float], to the "
+        "course's: my_rewards:brevity or path/to/file.py:brevity (repeatable)",
+    )
+    p.add_argument(
+        "--report-to",
+        nargs="+",
+        choices=["none", "trackio", "wandb"],
+        help="experiment trackers besides metrics.csv (default: the profile's, none)",
+    )
+    p.add_argument(
         "--vllm-server",
         metavar="URL",
         help="generate rollouts on a `trl vllm-serve` server (e.g. http://localhost:8000, on a "
@@ -104,6 +124,25 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         "--name", help="report name (default: trained or baseline, with -n<N> when --n is given)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--method",
+        choices=["generate", "loglik"],
+        default="generate",
+        help="generate: the course's harness (the model writes reasoning and an answer); "
+        "loglik: zero-shot log-likelihood of each option with lm-evaluation-harness, as most "
+        "published tables score (report: loglik-<name>; not comparable with generate)",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="--method loglik only: every item of the official evaluation sets (default: the "
+        "profile's eval_size per benchmark, the items the generative evaluation uses)",
+    )
+    p.add_argument(
+        "--source",
+        help="--method loglik only: where the items come from: bundled, hub or a folder of "
+        "upstream raw files, e.g. shared/reference-data (default: the profile's data_source)",
+    )
     p.set_defaults(handler=handlers["eval"])
 
     p = sub.add_parser(

@@ -86,7 +86,8 @@ COURSE_MAP: list[dict] = [
         "needs_runs": [],
         "teaches": "the same pipeline on Qwen3-8B: thinking mode, LoRA targets, the memory "
         "plan per GPU, vLLM settings",
-        "relates_to": "Qwen3-8B medical reasoners (SFT, then GRPO): the course runs the GRPO half",
+        "relates_to": "Qwen3-8B medical reasoners (SFT, then GRPO): the GRPO half (notebook 10 "
+        "adds the SFT on reasoning traces)",
     },
     {
         "notebook": "07_scale_gpt_oss_20b",
@@ -104,13 +105,41 @@ COURSE_MAP: list[dict] = [
         "asking the model",
         "relates_to": "MedQwen3B-Reasoner's card: every engine needs the system prompt",
     },
+    {
+        "notebook": "09_continued_pretraining",
+        "tiny_seconds": "46",
+        "needs_runs": [],
+        "teaches": "continued pretraining on PubMedQA abstracts (training side only): LoRA plus "
+        "fully trained embeddings and head at a smaller learning rate; held-out perplexity",
+        "relates_to": "Reason·Med's first stage (continued pretraining on PubMed text, then SFT, "
+        "then GRPO)",
+    },
+    {
+        "notebook": "10_sft_then_grpo",
+        "tiny_seconds": "29",
+        "needs_runs": [],
+        "teaches": "reasoning traces (medical-o1, ReasonMed schemas) in the template, "
+        "decontaminated; SFT with TRL's SFTTrainer, then GRPO from its result; untrained, SFT "
+        "and SFT + GRPO on the same items; Q3X1's QLoRA rank 128 in the memory planner",
+        "relates_to": "Reason·Med and II-Medical (SFT on traces, then RL); Q3X1 (QLoRA r128, "
+        "alpha 256 on Qwen3-8B)",
+    },
+    {
+        "notebook": "11_dpo_for_safety",
+        "tiny_seconds": "45",
+        "needs_runs": ["04"],
+        "teaches": "DPO on preference pairs from the GRPO adapter (TRL's DPOTrainer, beta, the "
+        "reward margin); a documented caution rule; safety rate and PubMedQA accuracy before "
+        "and after",
+        "relates_to": "Reasoning-Medical-20B (gpt-oss-20b: SFT, then DPO for safety)",
+    },
 ]
 
 REFERENCE_MODELS = {
     "MedQwen3B-Reasoner": "GRPO on Qwen2.5-3B-Instruct, 70% PubMedQA / 30% GSM8K, the "
     "<reasoning>/<answer> template (profile 3b)",
     "Qwen3-8B medical reasoners": "SFT on reasoning traces, then GRPO, on Qwen3-8B; profile 8b "
-    "runs the GRPO half (no SFT on reasoning traces yet)",
+    "runs the GRPO half (notebook 06); notebook 10 runs SFT on reasoning traces, then GRPO",
     "gpt-oss-20b medical model": "Unsloth 4-bit LoRA fine-tuning of gpt-oss-20b (profile 20b)",
 }
 
@@ -165,12 +194,19 @@ def start(notebook: str, *, scale: str | None = None, profile: str | None = None
 
 def record(name: str, value, profile: Profile | None = None) -> None:
     """Keep one key number of the running notebook for the run report."""
+    from filelock import FileLock
+
     profile = profile or get_profile()
     notebook = os.environ.get(NOTEBOOK_ENV, "interactive")
     path = paths.runs_dir(profile.name) / "results.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results.setdefault(notebook, {})[name] = value
-    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+    # notebooks of one profile may run side by side (make test's two processes): one writer
+    # at a time, and a reader never sees a half-written file
+    with FileLock(str(path.with_name(".results.json.lock"))):
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results.setdefault(notebook, {})[name] = value
+        tmp = path.with_name(f".results.json.{os.getpid()}")
+        tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
+        os.replace(tmp, path)
 
 
 def notebooks(selected: list[str] | None = None) -> list[Path]:

@@ -6,7 +6,8 @@ what published models scored on them.
   course evaluation on that profile uses (``eval_size`` items per benchmark).
 - ``gold_baselines``: chance and always-the-commonest-answer, the scores that cost nothing.
 - ``PUBLISHED``: reference numbers as their authors published them, with how they were
-  scored and whether they can stand beside the course's numbers.
+  scored (``method``: the course's ``generate`` or ``loglik``, or None when unstated) and
+  which of the course's numbers they can stand beside; ``published_comparable(method)``.
 """
 
 from __future__ import annotations
@@ -111,11 +112,26 @@ def gold_baselines(dataset) -> dict[str, dict]:
 # --------------------------------------------------------------------------- published
 
 _GENERATIVE = "generative (reasoning, then an answer); prompt and extractor not published with it"
-_PARTLY = "partly: generative like ours, but another prompt and extractor, full test sets"
+_PARTLY = (
+    "partly, with `eval --method generate` only: generative like ours, but another prompt and "
+    "extractor, full test sets; never with log-likelihood numbers"
+)
+_LOGLIK = "log-likelihood of the answer letter (lm-evaluation-harness), no generation"
+_LOGLIK_COMPARABLE = (
+    "no with generative numbers (`eval --method generate`): it measures which letter the model "
+    "finds likeliest, not what it answers; yes, as far as its source says, with `eval --method "
+    "loglik --full` (lm-eval's zero-shot scoring on the full test set; the card gives no more "
+    "settings than that)"
+)
+
+# How a number was scored, by the names of the course's own `eval --method` choices:
+# "generate" (the course's harness, notebook 03) or "loglik" (lm-evaluation-harness,
+# medreason_lib.loglik). None: the source does not say.
+SCORING_METHODS = ("generate", "loglik")
 
 # Accuracy in percent, as published (see shared/field-notes.md, "How published medical
-# results were scored"). ``comparable`` says whether a number can stand beside one measured
-# by this course's harness (generative, one extractor, the same one the rewards use).
+# results were scored"). ``method`` is the course method that scores the same way (or None);
+# ``comparable`` says which of the course's numbers a published one can stand beside.
 PUBLISHED: list[dict] = [
     {
         "model": "Qwen2.5-7B-Instruct",
@@ -124,6 +140,7 @@ PUBLISHED: list[dict] = [
         "pubmedqa": 71.3,
         "source": "II-Medical-7B-Preview model card (comparison table)",
         "scoring": _GENERATIVE,
+        "method": "generate",
         "comparable": _PARTLY,
     },
     {
@@ -133,6 +150,7 @@ PUBLISHED: list[dict] = [
         "pubmedqa": 77.9,
         "source": "II-Medical-7B-Preview model card",
         "scoring": _GENERATIVE,
+        "method": "generate",
         "comparable": _PARTLY,
     },
     {
@@ -141,6 +159,7 @@ PUBLISHED: list[dict] = [
         "source": "as published (II-Medical-7B-Preview model card)",
         "scoring": "generative; the HuatuoGPT-o1 authors' own scorer takes the better of "
         "first-match and last-match accuracy and falls back to the most similar option",
+        "method": "generate",
         "comparable": "no: a best-of-two extractor that never leaves an answer unparsed",
     },
     {
@@ -148,6 +167,7 @@ PUBLISHED: list[dict] = [
         "medqa": 64.4,
         "source": "MedGemma model card",
         "scoring": _GENERATIVE,
+        "method": "generate",
         "comparable": _PARTLY,
     },
     {
@@ -155,34 +175,48 @@ PUBLISHED: list[dict] = [
         "medqa": 87.7,
         "source": "MedGemma model card",
         "scoring": _GENERATIVE,
+        "method": "generate",
         "comparable": _PARTLY,
     },
     {
         "model": "Qwen3-8B (base)",
         "medqa": 43.9,
         "source": "Q3X1 model card",
-        "scoring": "log-likelihood of the answer letter (lm-evaluation-harness), no generation",
-        "comparable": "no: measures which letter the model finds likeliest, not what it answers",
+        "scoring": _LOGLIK,
+        "method": "loglik",
+        "comparable": _LOGLIK_COMPARABLE,
     },
     {
         "model": "Q3X1 (QLoRA-tuned Qwen3-8B)",
         "medqa": 66.3,
         "source": "Q3X1 model card",
-        "scoring": "log-likelihood of the answer letter (lm-evaluation-harness), no generation",
-        "comparable": "no: measures which letter the model finds likeliest, not what it answers",
+        "scoring": _LOGLIK,
+        "method": "loglik",
+        "comparable": _LOGLIK_COMPARABLE,
     },
     {
         "model": "gpt-oss-20b",
         "medqa": 62.0,
         "source": "Reasoning-Medical-20B model card",
         "scoring": "not stated with the number",
-        "comparable": "unknown",
+        "method": None,
+        "comparable": "unknown: the source does not say how it was scored",
     },
     {
         "model": "Reasoning-Medical-20B (fine-tuned gpt-oss-20b)",
         "medqa": 67.0,
         "source": "Reasoning-Medical-20B model card",
         "scoring": "not stated with the number",
-        "comparable": "unknown",
+        "method": None,
+        "comparable": "unknown: the source does not say how it was scored",
     },
 ]
+
+
+def published_comparable(method: str) -> list[dict]:
+    """The published rows scored the way the course's ``eval --method <method>`` scores
+    (``"generate"`` or ``"loglik"``): the only ones a number of that method may stand beside,
+    and then with the caveats of their ``comparable`` text."""
+    if method not in SCORING_METHODS:
+        raise ValueError(f"unknown scoring method {method!r}; valid: {', '.join(SCORING_METHODS)}")
+    return [row for row in PUBLISHED if row["method"] == method]

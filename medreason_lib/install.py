@@ -57,6 +57,9 @@ NOTEBOOK_SECTIONS: dict[str, tuple[str, ...]] = {
     "06": ("training", "vllm"),
     "07": ("training", "vllm"),
     "08": ("training", "vllm", "gguf"),
+    "09": ("training",),  # continued pretraining trains the embeddings: no vLLM engine
+    "10": ("training", "vllm"),  # SFT on reasoning traces, then GRPO
+    "11": ("training", "vllm"),  # DPO for safety from the GRPO adapter
 }
 
 

@@ -330,6 +330,23 @@ def load_for_training(profile: Profile, *, base: str | Path | None = None):
     return model, tokenizer, None
 
 
+def load_adapter_for_training(profile: Profile, *, base: str | Path, adapter: str | Path):
+    """A model whose saved LoRA ``adapter`` trains on (DPO after GRPO) and its tokenizer. Tiny:
+    ``base`` with the adapter applied by peft, trainable. GPU: Unsloth's ``from_pretrained`` on
+    the adapter folder (the base its config names, 4-bit, adapter trainable, no vLLM). TRL's
+    DPOTrainer, given no reference model, uses a frozen copy of the adapter: one model held."""
+    if profile.is_tiny:
+        from peft import PeftModel
+
+        model, tokenizer = _load_tiny(resolve_model_id(str(base), seed=profile.seed))
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer
+    from unsloth import FastLanguageModel  # GPU only
+
+    kwargs = unsloth_load_kwargs(profile, str(adapter)) | {"fast_inference": False}
+    kwargs.pop("gpu_memory_utilization", None)
+    return FastLanguageModel.from_pretrained(**kwargs)
+
+
 def vllm_engine_kwargs(profile: Profile, model_path: str | Path) -> dict:
     """Arguments for ``vllm.LLM`` serving a merged model (after ``export``)."""
     return {
@@ -353,3 +370,66 @@ def vllm_sampling_params(**kwargs):
     from vllm import SamplingParams  # GPU only
 
     return SamplingParams(**kwargs)
+
+
+# --------------------------------------------------------------------------- continued pretraining
+CPT_EMBEDDING_MODULES = ("embed_tokens", "lm_head")
+
+
+def cpt_lora_config(profile: Profile, *, tied: bool):
+    """Tiny CPT: LoRA on the profile's targets, ``embed_tokens``/``lm_head`` trained in full
+    (``modules_to_save``) and kept one matrix where the model ties them (``tied``)."""
+    from peft import LoraConfig
+
+    targets, saved = list(profile.lora_targets), list(CPT_EMBEDDING_MODULES)
+    return LoraConfig(r=profile.lora_rank, lora_alpha=profile.lora_alpha, lora_dropout=0.0,
+                      target_modules=targets, modules_to_save=saved, ensure_weight_tying=tied,
+                      task_type="CAUSAL_LM")  # fmt: skip
+
+
+def unsloth_cpt_peft_kwargs(profile: Profile) -> dict:
+    """GPU CPT: ``unsloth_peft_kwargs`` plus ``embed_tokens``/``lm_head`` as targets (Unsloth
+    moves them to ``modules_to_save``) and rank-stabilised LoRA, as its CPT notebooks do."""
+    kwargs = unsloth_peft_kwargs(profile) | {"use_rslora": True}
+    kwargs["target_modules"] = [*kwargs["target_modules"], *CPT_EMBEDDING_MODULES]
+    return kwargs
+
+
+def unsloth_cpt_load_kwargs(profile: Profile, model_name: str | None = None) -> dict:
+    """``unsloth_load_kwargs`` for CPT: no vLLM engine (Unsloth refuses to train embeddings
+    beside one) and no embedding offload (the embedding trains)."""
+    kwargs = unsloth_load_kwargs(profile.replace(use_vllm=False), model_name)
+    kwargs.pop("offload_embedding", None)
+    return kwargs
+
+
+def load_for_cpt(profile: Profile, *, base: str | Path | None = None):
+    """``(model, tokenizer)`` for continued pretraining, LoRA attached (``cpt_lora_config`` on
+    tiny, ``unsloth_cpt_*_kwargs`` on a GPU), in train mode, right padding."""
+    name = str(base) if base else profile.model_id
+    if profile.is_tiny:
+        from peft import get_peft_model
+
+        model, tokenizer = _load_tiny(resolve_model_id(name, seed=profile.seed))
+        tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
+        model = get_peft_model(model, cpt_lora_config(profile, tied=tied))
+    else:
+        from unsloth import FastLanguageModel  # GPU only
+
+        kwargs = unsloth_cpt_load_kwargs(profile, name)
+        model, tokenizer = FastLanguageModel.from_pretrained(**kwargs)
+        model = FastLanguageModel.get_peft_model(model, **unsloth_cpt_peft_kwargs(profile))
+    tokenizer.padding_side = "right"
+    return model.train(), tokenizer
+
+
+def cpt_trainer_classes(profile: Profile):
+    """(trainer, config) classes for CPT: TRL's SFTTrainer/SFTConfig on tiny, Unsloth's
+    UnslothTrainer/UnslothTrainingArguments (SFTConfig + embedding_learning_rate) on a GPU."""
+    if profile.is_tiny:
+        from trl import SFTConfig, SFTTrainer
+
+        return SFTTrainer, SFTConfig
+    from unsloth import UnslothTrainer, UnslothTrainingArguments  # GPU only
+
+    return UnslothTrainer, UnslothTrainingArguments

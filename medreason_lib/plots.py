@@ -42,8 +42,10 @@ def plot_accuracy(
         xs = [t + (i - (len(reports) - 1) / 2) * width for t in range(len(tasks))]
         stats = [report.by_task.get(t) for t in tasks]
         acc = [s.accuracy if s else 0.0 for s in stats]
-        low = [s.accuracy - s.ci95[0] if s else 0.0 for s in stats]
-        high = [s.ci95[1] - s.accuracy if s else 0.0 for s in stats]
+        # clamped at 0: at an accuracy of 0 or 1 the Wilson bound can differ from it by a
+        # rounding error of the wrong sign, which matplotlib refuses
+        low = [max(0.0, s.accuracy - s.ci95[0]) if s else 0.0 for s in stats]
+        high = [max(0.0, s.ci95[1] - s.accuracy) if s else 0.0 for s in stats]
         ax.bar(xs, acc, width, yerr=[low, high], capsize=3, label=label)
     for x, task in enumerate(tasks):
         base = (baselines or {}).get(task)

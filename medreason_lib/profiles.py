@@ -80,6 +80,9 @@ class Profile:
     optim: str = "adamw_8bit"  # bitsandbytes 8-bit Adam on GPU; plain AdamW on the CPU
     save_steps: int = 50
     logging_steps: int = 1
+    # experiment trackers besides the course's own metrics.csv (always written): () = none;
+    # "trackio" (local-first, no account) and/or "wandb" (needs a login or WANDB_MODE=offline)
+    report_to: tuple[str, ...] = ()
     sft_warmup_steps: int = 0  # SFT steps that teach the template before GRPO (tiny only)
     seed: int = 3407
     # training-mix labels (medreason_lib.training_mix): chosen, not inherited from the source.
@@ -117,6 +120,13 @@ class Profile:
             raise ValueError(f"unknown loss variant {name!r}; valid: {', '.join(LOSS_VARIANTS)}")
         return self.replace(**LOSS_VARIANTS[name])
 
+    def with_sft_setting(self, name: str) -> Profile:
+        """This profile with one of ``SFT_SETTINGS``' named SFT settings (for the SFT on
+        reasoning traces of ``sft_traces``; ``memory.plan_for_profile(p, "qlora")`` plans it)."""
+        if name not in SFT_SETTINGS:
+            raise ValueError(f"unknown SFT setting {name!r}; valid: {', '.join(SFT_SETTINGS)}")
+        return self.replace(**SFT_SETTINGS[name])
+
 
 # The GRPO objectives the course compares, as the GRPOConfig fields each one sets:
 # - grpo: the original per-sequence mean (DeepSeekMath), symmetric clipping.
@@ -142,6 +152,15 @@ LOSS_VARIANTS: dict[str, dict] = {
         "epsilon": 3e-4,
         "epsilon_high": 4e-4,
     },
+}
+
+
+# Named SFT settings of published models, as the Profile fields each one sets:
+# - q3x1: Clinical Reasoning Hub's Diagnostic-Reasoning-Q3X1 (Qwen3-8B), QLoRA: the base in
+#   4-bit, LoRA rank 128 and alpha 256 (its published settings, as issue 13 cites them), on
+#   the profile's LoRA targets (all attention and MLP projections).
+SFT_SETTINGS: dict[str, dict] = {
+    "q3x1": {"load_in_4bit": True, "lora_rank": 128, "lora_alpha": 256},
 }
 
 
@@ -267,6 +286,10 @@ PROFILES: dict[str, Profile] = {
 }
 
 # The profile each family scales to on a GPU, and its CPU stand-in.
+# The trackers ``Profile.report_to`` may name: the package each needs (``training_config.
+# preflight`` checks it is installed before a model loads).
+TRACKERS = {"trackio": "trackio", "wandb": "wandb"}
+
 CPU_STAND_IN = {"3b": "tiny", "8b": "tiny-qwen3", "20b": "tiny-gptoss"}
 
 

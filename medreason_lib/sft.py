@@ -144,7 +144,8 @@ def sft_settings(profile: Profile, output_dir: Path, steps: int, **overrides) ->
         "lr_scheduler_type": "constant",
         "logging_steps": max(1, steps // 4),
         "save_strategy": "no",
-        "report_to": [],
+        "report_to": list(profile.report_to),
+        "project": f"medreason-{profile.name}",
         "seed": profile.seed,
         "max_length": profile.max_seq_length,
         "completion_only_loss": True,
@@ -174,10 +175,6 @@ def run_warmstart(
     little). Reuses a finished warm start in ``output_dir`` unless ``force``. Returns the
     folder, which then serves as the GRPO base model.
     """
-    from trl import SFTTrainer
-
-    from .callbacks import use_course_progress
-    from .models import close_trainer, free_memory, load_for_training
     from .trl_compat import install_cpu_logprob_fallback
 
     install_cpu_logprob_fallback()
@@ -189,7 +186,31 @@ def run_warmstart(
         print(f"SFT warm start: reusing {output_dir} (same model, data and settings)")
         return output_dir
     cached = warmstart_cache_dir(stamp) if profile.is_tiny else None
+    if cached is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # DDP: all ranks train
+        return _build_or_copy(profile, data, stamp, output_dir, cached, force)
+    # Test processes (pytest -n 2) and notebooks running side by side ask for the same cached
+    # warm start: one builds it, the others wait for the lock and then copy it.
+    from filelock import FileLock
+
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cached.parent / f".{cached.name}.lock")):
+        return _build_or_copy(profile, data, stamp, output_dir, cached, force)
+
+
+def _build_or_copy(
+    profile: Profile, data: Dataset, stamp: dict, output_dir: Path, cached, force: bool
+) -> Path:
+    """``run_warmstart``'s work: copy the cached warm start, or train and store it."""
+    from trl import SFTTrainer
+
+    from .callbacks import use_course_progress
+    from .models import close_trainer, free_memory, load_for_training
+
+    steps = profile.sft_warmup_steps
+    stamp_path = output_dir / "warmstart.json"
     if not force and cached is not None and (cached / "warmstart.json").is_file():
+        if _rank() > 0:  # under accelerate/torchrun: process 0 copies it, the others wait
+            return _wait_for_stamp(stamp_path, stamp)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         shutil.copytree(cached, output_dir, ignore=shutil.ignore_patterns("warmstart.json"))
@@ -207,14 +228,40 @@ def run_warmstart(
     result = trainer.train()
     print(f"SFT warm start: {steps} steps, final loss {result.training_loss:.3f} -> {output_dir}")
     trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(str(output_dir))
-    stamp_path.write_text(json.dumps(stamp, indent=2))
-    if cached is not None:
-        _store(output_dir, cached)
+    if _rank() == 0:  # one writer; under DDP every process trained the same weights
+        tokenizer.save_pretrained(str(output_dir))
+        stamp_path.write_text(json.dumps(stamp, indent=2))
+        if cached is not None:
+            _store(output_dir, cached)
     close_trainer(trainer)  # the GRPO model loads next: free this one first
     del trainer, model
     free_memory()
-    return output_dir
+    return output_dir if _rank() == 0 else _wait_for_stamp(stamp_path, stamp)
+
+
+def _rank() -> int:
+    """This process's rank under ``accelerate launch``/``torchrun`` (0 when alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _wait_for_stamp(stamp_path: Path, stamp: dict, timeout_s: float = 1800) -> Path:
+    """Wait until process 0 has written ``stamp_path`` with ``stamp`` (written last, after
+    the weights), then return its folder: the other processes never read half a model."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if stamp_path.is_file():
+            try:
+                if json.loads(stamp_path.read_text()) == stamp:
+                    return stamp_path.parent
+            except json.JSONDecodeError:  # being written
+                pass
+        time.sleep(0.5)
+    raise TimeoutError(
+        f"process {_rank()} waited {timeout_s:.0f} s for process 0's SFT warm start in "
+        f"{stamp_path.parent}; did process 0 fail?"
+    )
 
 
 def warmstart_cache_dir(stamp: dict) -> Path:
@@ -252,5 +299,9 @@ def _warmstart_stamp(profile: Profile, data: Dataset, steps: int) -> dict:
         "base": profile.model_id,
         "base_path": resolve_model_id(profile.model_id, seed=profile.seed),
         "data_sha256": digest,
-        "settings": {k: str(v) for k, v in sft_settings(profile, Path("."), steps).items()},
+        "settings": {  # where the run reports is not what it learns
+            k: str(v)
+            for k, v in sft_settings(profile, Path("."), steps).items()
+            if k not in ("report_to", "project")
+        },
     }

@@ -182,3 +182,36 @@ def lora_update_sizes(lora_a, lora_b, alpha: float, rank: int) -> dict[str, int]
         "adapter_numbers": lora_a.numel() + lora_b.numel(),
         "full_numbers": delta.numel(),
     }
+
+
+# ------------------------------------------------------------------------- 09 continued pretraining
+
+
+def corpus_perplexity(per_document) -> float:
+    """Token-weighted perplexity from ``(total NLL in nats, predicted tokens)`` per document:
+    exp(sum of the NLLs / sum of the tokens), not the mean of each document's perplexity."""
+    nll = sum(float(n) for n, _ in per_document)
+    tokens = sum(int(t) for _, t in per_document)
+    return math.exp(nll / tokens)
+
+
+# --------------------------------------------------------------------------- 10 SFT, then GRPO
+
+
+def trace_completion(trace: dict) -> dict:
+    """One trace record (``traces.load_traces``) as the assistant message SFT imitates in the
+    qwen2/qwen3 families: its reasoning and its answer in the template."""
+    from .template import format_completion
+
+    return {"role": "assistant", "content": format_completion(trace["reasoning"], trace["answer"])}
+
+
+# --------------------------------------------------------------------------- 11 DPO for safety
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> float:
+    """DPO's loss for one pair (TRL's ``loss_type="sigmoid"``) from the sequence log-probs of
+    the policy and the reference: margin = beta * ((pc - rc) - (pr - rr)), loss =
+    -log sigmoid(margin) = log(1 + exp(-margin)), written to stay finite for any margin."""
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return math.log1p(math.exp(-margin)) if margin > -30 else -margin + math.log1p(math.exp(margin))

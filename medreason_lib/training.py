@@ -11,7 +11,8 @@
    template (``medreason_lib.sft``), which becomes the GRPO base model;
 4. the model (``models.load_for_training``: peft LoRA on tiny, Unsloth 4-bit LoRA on GPU);
 5. GRPOTrainer with the four rewards (``rewards.REWARD_FUNCS``: three format rewards worth at
-   most 0.5 each, correctness 2.0; their sum is the reward, no extra weights);
+   most 0.5 each, correctness 2.0; their sum is the reward, no extra weights), plus any
+   ``extra_rewards`` of yours (``user_rewards``);
 6. checkpoints every ``profile.save_steps`` into the run folder; ``resume=True`` continues
    from the last one with step count, optimizer and scheduler state;
 7. metrics in ``<run>/metrics.csv``, the LoRA adapter in ``<run>/adapter``, and
@@ -43,6 +44,7 @@ from .profiles import Profile, gpu_memory_gb
 from .rewards import REWARD_FUNCS
 from .training_config import filter_long_prompts, grpo_config, preflight
 from .training_mix import prepare_training_data
+from .user_rewards import check_rewards
 
 
 @dataclass
@@ -174,9 +176,17 @@ def train(
     reward_funcs=None,
     sample_every: int = 10,
     keep_model: bool = False,
+    base_model: str | Path | None = None,
+    extra_rewards=None,
     **config_overrides,
 ) -> TrainingRun:
     """Run GRPO for ``profile`` (see the module docstring for the steps).
+
+    ``base_model`` (a model folder, e.g. an SFT result: ``sft_traces.run_trace_sft``) is
+    the model GRPO starts from instead of the profile's; no tiny warm start is made then.
+    ``extra_rewards``: your own reward functions, added to the course's (or to
+    ``reward_funcs``); each is checked on two sample rows before any model loads
+    (``user_rewards.check_rewards``) and named in ``run.json``.
 
     When it returns, the trainer, its optimizer state and (unless ``keep_model``) the model
     are freed: the GPU holds nothing of this run. ``keep_model=True`` keeps the trained model
@@ -190,12 +200,18 @@ def train(
     # the mix (labels chosen per task) or the given rows, minus every evaluation item
     dataset, data_record = prepare_training_data(profile, dataset)
     preflight(profile, dataset, gpu_gb=None if profile.is_tiny else gpu_memory_gb())
+    extra_rewards = check_rewards(extra_rewards, dataset)
+    if extra_rewards:
+        reward_funcs = [*(reward_funcs or REWARD_FUNCS), *extra_rewards]
 
-    base_model = profile.model_id
-    if profile.sft_warmup_steps:
+    if base_model is not None:  # a given SFT result (notebook 10): GRPO starts from it
+        base_model = str(base_model)
+    elif profile.sft_warmup_steps:
         from .sft import run_warmstart
 
         base_model = str(run_warmstart(profile, dataset, run_dir / "sft-warmstart"))
+    else:
+        base_model = profile.model_id
 
     checkpoint = get_last_checkpoint(str(run_dir)) if resume else None
     earlier = _earlier_times(run_dir) if checkpoint else (0.0, 0.0)
@@ -238,6 +254,8 @@ def train(
         "global_step": run.global_step,
         "reward_seconds": run.reward_seconds,
         "train_seconds": run.train_seconds,
+        "extra_rewards": [fn.__name__ for fn in extra_rewards],
+        "processes": trainer.accelerator.num_processes,  # > 1 under accelerate launch (DDP)
         **data_record,  # label targets and shares, rows removed by decontamination per task
     }
     if trainer.is_world_process_zero():  # under accelerate, one process writes

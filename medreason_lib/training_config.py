@@ -39,7 +39,7 @@ from datasets import Dataset
 
 from .install import read_gpu
 from .memory import plan_for_profile
-from .profiles import Profile
+from .profiles import TRACKERS, Profile
 from .training_mix import build_training_mix
 
 REQUIRED_COLUMNS = ("prompt", "answer", "task")
@@ -135,6 +135,37 @@ def gpu_has_bf16() -> bool | None:
     return None if gpu is None else gpu.compute_capability >= (8, 0)
 
 
+def check_trackers(report_to) -> None:
+    """Every tracker in ``report_to`` is one the course documents and is installed; wandb
+    also needs a login (``WANDB_API_KEY``) or ``WANDB_MODE=offline``, or it would stop the
+    run at its first step to ask for one."""
+    import importlib.util
+    import os
+
+    if isinstance(report_to, str):
+        raise ConfigError(
+            f"report_to must be a list of tracker names, got the string {report_to!r}"
+        )
+    for tracker in report_to:
+        if tracker not in TRACKERS:
+            raise ConfigError(
+                f"report_to: unknown tracker {tracker!r}; the course supports "
+                f"{sorted(TRACKERS)} (metrics.csv is always written)"
+            )
+        package = TRACKERS[tracker]
+        if importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"report_to: {tracker!r} needs the {package!r} package: pip install {package}"
+            )
+    if "wandb" in report_to and not (
+        os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "disabled")
+    ):
+        raise ConfigError(
+            "report_to: 'wandb' needs WANDB_API_KEY (run `wandb login`) or WANDB_MODE=offline "
+            "(logs to ./wandb, `wandb sync` later); trackio needs neither"
+        )
+
+
 def preflight(
     profile: Profile, dataset: Dataset, *, gpu_gb: float | None = None, bf16: bool | None = None
 ) -> None:
@@ -155,6 +186,7 @@ def preflight(
         )
     if len(dataset) == 0:
         raise ConfigError("training dataset is empty")
+    check_trackers(profile.report_to)
     batch = profile.per_device_train_batch_size * profile.gradient_accumulation_steps
     if batch % profile.num_generations:
         raise ConfigError(
@@ -221,7 +253,8 @@ def grpo_settings(profile: Profile, output_dir: str | Path, **overrides) -> dict
         "logging_steps": profile.logging_steps,
         "save_steps": profile.save_steps,
         "save_total_limit": 2,
-        "report_to": [],
+        "report_to": list(profile.report_to),  # [] = only the course's metrics.csv
+        "project": f"medreason-{profile.name}",  # the trackio/wandb project, when one is on
         "disable_tqdm": True,  # the course's own bar instead (callbacks.use_course_progress)
         "seed": profile.seed,
         "data_seed": profile.seed,

@@ -20,6 +20,7 @@ again. ``tools/slowest_tests.sh`` (``make test-durations``) prints what each tes
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -80,20 +81,43 @@ def warm_run_dir(tiny_warm_start, tmp_path):
     return make
 
 
+def shared_dir(tmp_path_factory) -> Path:
+    """A folder every process of this test session sees: under ``pytest -n 2`` (pytest-xdist,
+    as ``make test`` runs) the workers' temporary folders share this parent."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_warm_start, tmp_path_factory):
     """A finished tiny GRPO run (``RUN_STEPS`` steps on the shared warm start), shared by the
-    tests that only need *a* trained run. Treat it as read-only: write exports into it only
-    where the test is about the run's own export folder."""
-    from medreason_lib.profiles import PROFILES
-    from medreason_lib.training import train
+    tests that only need *a* trained run: the first test process that needs it trains it,
+    under a file lock, and the others load it. Treat it as read-only: write exports into it
+    only where the test is about the run's own export folder (one module, so one process)."""
+    from filelock import FileLock
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_dir = tmp_path_factory.mktemp("shared-run") / "grpo"
-        copy_warm_start(tiny_warm_start, run_dir)
-        profile = PROFILES["tiny"].replace(max_steps=RUN_STEPS)
-        return train(profile, run_dir=run_dir, sample_every=0)
-    finally:
-        torch.set_num_threads(before)
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.training import TrainingRun, train
+
+    root = shared_dir(tmp_path_factory)
+    run_dir = root / "shared-run" / "grpo"
+    with FileLock(str(root / "shared-run.lock")):
+        if (run_dir / "run.json").is_file():
+            return TrainingRun.load(run_dir)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            copy_warm_start(tiny_warm_start, run_dir)
+            profile = PROFILES["tiny"].replace(max_steps=RUN_STEPS)
+            return train(profile, run_dir=run_dir, sample_every=0)
+        finally:
+            torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def runs_outside_the_repository(monkeypatch, tmp_path_factory):
+    """Unit tests write runs (and ``course.record`` results) under their process's temporary
+    folder, never into the repository's ``runs/``, which the notebooks of the same
+    ``make test`` use at the same time. A test that sets ``MEDREASON_RUNS`` itself wins."""
+    if "MEDREASON_RUNS" not in os.environ:
+        monkeypatch.setenv("MEDREASON_RUNS", str(tmp_path_factory.getbasetemp() / "unit-runs"))

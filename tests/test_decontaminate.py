@@ -80,7 +80,7 @@ class CapturingTrainer:
     def __init__(self, dataset):
         self.dataset = dataset
         self.state = SimpleNamespace(global_step=0)
-        self.accelerator = SimpleNamespace(free_memory=lambda: None)
+        self.accelerator = SimpleNamespace(free_memory=lambda: None, num_processes=1)
         self.model = self.processing_class = None
 
     def train(self, resume_from_checkpoint=None):

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import copy_warm_start
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -53,7 +53,7 @@ def test_grpo_raises_the_course_reward_on_cpu(tiny_run):
 def test_reversed_reward_does_not_raise_it(warm_run_dir):
     # The same run with every reward negated: the learning test above would catch a sign
     # error, because then the course reward falls instead of rising.
-    run = _grpo(warm_run_dir(), steps=24, reward_funcs=reversed_rewards())
+    run = _grpo(warm_run_dir(), steps=12, reward_funcs=reversed_rewards())
     reward = course_reward(run.metrics_csv, sign=-1.0)
     first, last = reward[:WINDOW].mean(), reward[-WINDOW:].mean()
     print(f"course reward under reversed training: first {first:.3f}, last {last:.3f}")
