@@ -16,7 +16,7 @@ STAMP   := $(VENV)/.medreason-installed
 # `make test` spreads the tests over WORKERS processes (pytest-xdist; conftest.py keeps the
 # notebooks that read each other's runs in order in one process). WORKERS=0: one process.
 WORKERS ?= 2
-XDIST   := $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS) --dist loadgroup --no-loadscope-reorder)
+XDIST   := $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS))
 
 .PHONY: setup course test test-slow test-durations lint format bench clean help wheels \
         gpu-wheels

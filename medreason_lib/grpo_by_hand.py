@@ -352,9 +352,28 @@ def compare(step: TrainerStep, hand: HandStep) -> dict[str, float]:
         "grad_max_abs_diff": _max_diff(hand.grads, step.grads),
         "grad_max_abs": max(float(g.abs().max()) for g in step.grads.values()),
         "adamw_max_abs_diff": _max_diff(adamw_on_trl, step.after),
-        "weight_max_abs_diff": _max_diff(hand.after, step.after),
+        "weight_max_abs_diff": _max_diff(hand.after, step.after, _resolved(step.grads)),
+        "weight_unresolved_share": _unresolved_share(step.grads),
     }
 
 
-def _max_diff(a: dict, b: dict) -> float:
-    return max(float((a[n] - b[n]).abs().max()) for n in b)
+# A gradient entry below this (100 x AdamW's epsilon, but not 0) moves its weight by an amount
+# that a rounding difference in the gradient changes visibly (eta g / (|g| + eps)), so the
+# whole-chain weight comparison leaves such entries out and reports their share instead.
+RESOLVED_GRAD = 1e-6
+
+
+def _resolved(grads: dict) -> dict:
+    return {n: (g == 0) | (g.abs() >= RESOLVED_GRAD) for n, g in grads.items()}
+
+
+def _unresolved_share(grads: dict) -> float:
+    total = sum(g.numel() for g in grads.values())
+    return sum(int((~m).sum()) for m in _resolved(grads).values()) / total
+
+
+def _max_diff(a: dict, b: dict, masks: dict | None = None) -> float:
+    diffs = {n: (a[n] - b[n]).abs() for n in b}
+    if masks is not None:
+        diffs = {n: d[masks[n]] if n in masks else d for n, d in diffs.items()}
+    return max((float(d.max()) for d in diffs.values() if d.numel()), default=0.0)

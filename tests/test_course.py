@@ -80,3 +80,11 @@ def test_record_and_report(tmp_path, monkeypatch):
     )
     report = (tmp_path / "tiny" / "course_report.md").read_text()
     assert "| 99_demo | ok | 1.5 | accuracy=0.5, steps=3 |" in report
+
+
+def test_every_notebook_has_an_open_in_colab_link_in_the_readme():
+    readme = (paths.repo_root() / "README.md").read_text()
+    for notebook in course.notebooks():
+        base = "colab.research.google.com/github/medreason/medreason-course/blob/main/notebooks"
+        link = f"{base}/{notebook.name})"
+        assert link in readme, f"README has no Colab link for {notebook.name}"

@@ -282,5 +282,9 @@ def test_published_table_names_the_comparable_method():
 def test_task_configs_ship_with_the_package():
     yamls = sorted(p.stem for p in Path(loglik.TASKS_DIR).glob("*.yaml"))
     assert yamls == sorted(loglik.LM_EVAL_TASKS.values())
-    pyproject = (paths.repo_root() / "pyproject.toml").read_text()
-    assert "lm_eval_tasks/*.yaml" in pyproject and "lm_eval_tasks/*.py" in pyproject
+    import tomllib
+
+    pyproject = tomllib.loads((paths.repo_root() / "pyproject.toml").read_text())
+    setuptools = pyproject["tool"]["setuptools"]
+    assert "medreason_lib.lm_eval_tasks" in setuptools["packages"]
+    assert {"*.yaml", "*.py"} <= set(setuptools["package-data"]["medreason_lib.lm_eval_tasks"])

@@ -107,6 +107,19 @@ def _sampled(name, warm_start, n=8):
     return tokenizer, kept, [c.text for c in stripped], columns
 
 
+def _stray_text(completion: str) -> bool:
+    """Whether a harmony completion has text outside well-formed messages: after an
+    ``<|end|>`` before the next ``<|start|>``, or a ``<|start|>`` whose header is not the
+    assistant's. The random tiny model sometimes writes some (a real one does not); with the
+    special tokens stripped, it joins the message before it, so the two readings differ."""
+    between = any(
+        piece.strip() and not piece.startswith("<|start|>")
+        for piece in completion.split("<|end|>")[1:]
+    )
+    headers = any(not piece.startswith("assistant") for piece in completion.split("<|start|>")[1:])
+    return between or headers
+
+
 def test_gptoss_stand_in_writes_harmony_that_rewards_read(warm_starts):
     profile = PROFILES["tiny-gptoss"]
     tokenizer, kept, stripped, columns = _sampled(profile.name, warm_starts(profile.name))
@@ -122,6 +135,8 @@ def test_gptoss_stand_in_writes_harmony_that_rewards_read(warm_starts):
     both = good = 0
     for i, (k, s) in enumerate(zip(kept, stripped, strict=True)):
         if k.count("<|channel|>analysis") != 1 or k.count("<|channel|>final") != 1:
+            continue
+        if _stray_text(k):  # with the tokens stripped, stray text joins a message
             continue
         both += 1
         assert s.startswith("analysis") and "assistantfinal" in s  # what TRL's rewards see

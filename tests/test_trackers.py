@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -72,20 +75,27 @@ def test_the_warm_start_cache_ignores_the_tracker():
     assert plain == tracked
 
 
-def test_a_tiny_run_logs_its_steps_to_trackio(warm_run_dir, monkeypatch, tmp_path, one_thread):
-    from medreason_lib.training import train
-
+def test_a_tiny_run_logs_its_steps_to_trackio(warm_run_dir, tmp_path):
+    """``train --report-to trackio`` in its own process (trackio reads ``TRACKIO_DIR`` once,
+    when first imported): its database gets one row per GRPO step, with the same rewards as
+    the course's own metrics.csv."""
+    run_dir = warm_run_dir()
     db_dir = tmp_path / "trackio"
-    monkeypatch.setenv("TRACKIO_DIR", str(db_dir))
-    profile = TINY.replace(max_steps=2, report_to=("trackio",))
-    run = train(profile, run_dir=warm_run_dir(), sample_every=0)
-    assert run.global_step == 2
+    env = os.environ | {
+        "TRACKIO_DIR": str(db_dir),
+        "MEDREASON_PROFILE": "tiny",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [sys.executable, "-m", "medreason_lib", "train", "--profile", "tiny", "--steps", "2"]
+    cmd += ["--run-dir", str(run_dir), "--sample-every", "0", "--report-to", "trackio"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (db,) = db_dir.glob("medreason-tiny.db")
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT step, metrics FROM metrics").fetchall()
     logged = [json.loads(metrics) for _, metrics in rows]
     rewards = [m["train/reward"] for m in logged if "train/reward" in m]
     assert len(rewards) == 2, logged  # one row per GRPO step
-    csv_rewards = pd.read_csv(run.metrics_csv)["reward"].tolist()
+    csv_rewards = pd.read_csv(run_dir / "metrics.csv")["reward"].tolist()
     assert rewards == pytest.approx(csv_rewards)  # the same numbers as the course's record
-    assert run.metrics_csv.is_file()  # the course's own record is still written

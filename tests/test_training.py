@@ -159,7 +159,7 @@ def test_tiny_warm_starts_are_cached_by_stamp(tmp_path, monkeypatch, capsys):
     rows = training_dataset(TINY).select(range(8))
     first = sft.run_warmstart(profile, rows, tmp_path / "a" / "sft-warmstart")
     assert "SFT warm start: 2 steps" in capsys.readouterr().out
-    (entry,) = (tmp_path / "cache").iterdir()
+    (entry,) = cached_entries(tmp_path / "cache")
     assert (entry / "warmstart.json").read_text() == (first / "warmstart.json").read_text()
 
     again = sft.run_warmstart(profile, rows, tmp_path / "b" / "sft-warmstart")
@@ -169,4 +169,9 @@ def test_tiny_warm_starts_are_cached_by_stamp(tmp_path, monkeypatch, capsys):
 
     sft.run_warmstart(profile.replace(sft_warmup_steps=3), rows, tmp_path / "c" / "sft-warmstart")
     assert "SFT warm start: 3 steps" in capsys.readouterr().out
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len(cached_entries(tmp_path / "cache")) == 2
+
+
+def cached_entries(folder):
+    """The cached warm starts in ``folder``: not the lock files beside them (``.<name>.lock``)."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
