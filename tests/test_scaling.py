@@ -9,7 +9,6 @@ decoded as the evaluation does or as TRL does (``skip_special_tokens=True``).
 
 import shutil
 
-import pandas as pd
 import pytest
 
 from medreason_lib import evaluation, rewards, template
@@ -21,7 +20,10 @@ from medreason_lib.training import train
 from medreason_lib.training_config import training_dataset
 
 STAND_INS = ("tiny-qwen3", "tiny-gptoss")
-STEPS, WINDOW = 12, 4
+# GRPO steps of the stand-in runs the evaluation test reads. That GRPO raises each stand-in's
+# reward is checked by notebooks 06 and 07 on their full runs (under `make test` too), so no
+# test here trains the same thing again.
+STEPS = 4
 QWEN3_EMPTY_THINK = "<think>\n\n</think>\n\n"
 
 
@@ -69,7 +71,7 @@ def test_warmstart_data_has_each_familys_shape():
 
 @pytest.fixture(scope="module")
 def grpo_runs(warm_starts, tmp_path_factory):
-    """A short GRPO run per stand-in on its warm start, shared by the tests."""
+    """A short GRPO run per stand-in on its warm start, for the evaluation test."""
     done = {}
 
     def get(name):
@@ -81,16 +83,6 @@ def grpo_runs(warm_starts, tmp_path_factory):
         return done[name]
 
     return get
-
-
-@pytest.mark.parametrize("name", STAND_INS)
-def test_grpo_raises_the_reward_of_the_stand_in(name, grpo_runs):
-    run = grpo_runs(name)
-    reward = pd.read_csv(run.metrics_csv)["reward"]
-    first, last = reward[:WINDOW].mean(), reward[-WINDOW:].mean()
-    print(f"{name}: mean reward first {WINDOW} steps {first:.3f}, last {WINDOW} {last:.3f}")
-    assert len(reward) == STEPS
-    assert last > first + 0.15, (name, first, last)
 
 
 def _sampled(name, warm_start, n=8):
