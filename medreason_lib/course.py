@@ -29,21 +29,21 @@ NOTEBOOK_DIR = paths.repo_root() / "notebooks"
 NOTEBOOK_ENV = "MEDREASON_NOTEBOOK"
 
 # ``tiny_seconds``: each notebook's time in one `make course` run on a 2-core CPU
-# (runs/tiny/course_report.json, 2026-11-27, exercises included), with cached tiny models and
-# warm starts; a first run builds them.
+# (runs/tiny/course_report.json, 2026-11-27 08:28 UTC, 478 s for all twelve, exercises
+# included), with cached tiny models and warm starts; a first run builds them.
 # ``needs_runs``: the notebooks whose runs (a training run, a saved baseline) this one reads;
 # its "Prerequisites" cell names them with their times (tests/test_notebook_structure.py).
 COURSE_MAP: list[dict] = [
     {
         "notebook": "00_setup_and_tour",
-        "tiny_seconds": "12",
+        "tiny_seconds": "11",
         "needs_runs": [],
         "teaches": "environment check, profiles, the course map",
         "relates_to": "all three reference models (which notebook reproduces which recipe)",
     },
     {
         "notebook": "01_template_and_format_rewards",
-        "tiny_seconds": "9",
+        "tiny_seconds": "7",
         "needs_runs": [],
         "teaches": "the reasoning/answer template, parsing, three format rewards, reward hacking",
         "relates_to": "MedQwen3B-Reasoner's template and format rewards",
@@ -58,7 +58,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "03_baseline_evaluation",
-        "tiny_seconds": "14",
+        "tiny_seconds": "16",
         "needs_runs": [],
         "teaches": "the evaluation harness; the untrained model's accuracy, format rate and "
         "answer distribution, with confidence intervals",
@@ -66,7 +66,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "04_grpo_qwen_3b",
-        "tiny_seconds": "101",
+        "tiny_seconds": "153",
         "needs_runs": [],
         "teaches": "GRPO by hand, then GRPOTrainer with the course rewards; reading the "
         "training curves; checkpoints and resume",
@@ -74,7 +74,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "05_evaluate_and_compare",
-        "tiny_seconds": "31",
+        "tiny_seconds": "37",
         "needs_runs": ["04", "03"],
         "teaches": "before/after on the same items and settings; error analysis; "
         "which published numbers are comparable",
@@ -82,7 +82,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "06_scale_qwen3_8b",
-        "tiny_seconds": "82",
+        "tiny_seconds": "83",
         "needs_runs": [],
         "teaches": "the same pipeline on Qwen3-8B: thinking mode, LoRA targets, the memory "
         "plan per GPU, vLLM settings",
@@ -91,7 +91,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "07_scale_gpt_oss_20b",
-        "tiny_seconds": "72",
+        "tiny_seconds": "77",
         "needs_runs": [],
         "teaches": "a mixture-of-experts model in 4-bit on one GPU; harmony channels and how "
         "rewards and evaluation read them",
@@ -99,7 +99,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "08_export_and_serve",
-        "tiny_seconds": "12",
+        "tiny_seconds": "15",
         "needs_runs": ["04"],
         "teaches": "save, merge, verify the adapter really trained; GGUF, Ollama, vLLM; "
         "asking the model",
@@ -107,7 +107,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "09_continued_pretraining",
-        "tiny_seconds": "46",
+        "tiny_seconds": "19",
         "needs_runs": [],
         "teaches": "continued pretraining on PubMedQA abstracts (training side only): LoRA plus "
         "fully trained embeddings and head at a smaller learning rate; held-out perplexity",
@@ -116,7 +116,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "10_sft_then_grpo",
-        "tiny_seconds": "29",
+        "tiny_seconds": "26",
         "needs_runs": [],
         "teaches": "reasoning traces (medical-o1, ReasonMed schemas) in the template, "
         "decontaminated; SFT with TRL's SFTTrainer, then GRPO from its result; untrained, SFT "
@@ -126,7 +126,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "11_dpo_for_safety",
-        "tiny_seconds": "45",
+        "tiny_seconds": "21",
         "needs_runs": ["04"],
         "teaches": "DPO on preference pairs from the GRPO adapter (TRL's DPOTrainer, beta, the "
         "reward margin); a documented caution rule; safety rate and PubMedQA accuracy before "
