@@ -33,6 +33,21 @@ import torch
 RUN_STEPS = 24
 
 
+def _share_the_cores() -> None:
+    """Under ``pytest -n N`` (``make test``) the N test processes share the machine's cores:
+    each gets its share of torch threads, and so do the processes and notebook kernels it
+    starts (``OMP_NUM_THREADS``). Two processes of two threads each on a 2-core machine
+    would otherwise fight over the cores, and the tiny model is fastest on one thread."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_share_the_cores()
+
+
 @pytest.fixture
 def one_thread():
     """Run torch on one thread: on a 2-core machine the tiny model is several times faster
