@@ -126,8 +126,8 @@ def _clear_earlier_run(run_dir: Path) -> None:
         f"starting a fresh run in {run_dir}: removing {', '.join(p.name for p in old)} of an "
         "earlier run (pass resume=True to continue a run instead)"
     )
-    for path in old:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in old:  # under DDP every process clears the same folder: one may be first
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def build_trainer(

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_warm_start
-
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 2
 
@@ -40,9 +38,11 @@ def accelerate_command(*args: str) -> list[str]:
     return [str(launcher), "launch", *args]
 
 
-def test_grpo_runs_under_ddp_on_two_cpu_processes(tiny_warm_start, tmp_path):
+def test_grpo_runs_under_ddp_on_two_cpu_processes(tmp_path):
+    """From an empty cache: both processes train the SFT warm start together (DDP), process
+    0 alone writes it and stores it in the cache while the other waits for its stamp, then
+    GRPO runs on both."""
     run_dir = tmp_path / "ddp" / "grpo"
-    copy_warm_start(tiny_warm_start, run_dir)
     cmd = accelerate_command(
         "--multi_gpu",
         "--num_processes",
@@ -60,6 +60,8 @@ def test_grpo_runs_under_ddp_on_two_cpu_processes(tiny_warm_start, tmp_path):
         "tiny",
         "--steps",
         str(STEPS),
+        "--sft-steps",
+        "8",
         "--sample-every",
         "0",
         "--run-dir",
@@ -70,6 +72,7 @@ def test_grpo_runs_under_ddp_on_two_cpu_processes(tiny_warm_start, tmp_path):
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "MEDREASON_RUNS": str(tmp_path / "runs"),
+        "MEDREASON_CACHE": str(tmp_path / "cache"),  # empty: the warm start really trains
         "PYTHONPATH": str(ROOT),
     }
     env.pop("CUDA_VISIBLE_DEVICES", None)
@@ -83,6 +86,13 @@ def test_grpo_runs_under_ddp_on_two_cpu_processes(tiny_warm_start, tmp_path):
         steps = [int(row["step"]) for row in csv.DictReader(f)]
     assert steps == list(range(1, STEPS + 1)), steps  # each step logged once, by process 0
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    # printed by process 0; it can only finish with process 1 training beside it (DDP)
+    assert done.stdout.count("SFT warm start: 8 steps") == 1
+    stamp = (run_dir / "sft-warmstart" / "warmstart.json").read_text()
+    (cached,) = [
+        p for p in (tmp_path / "cache" / "warmstart").iterdir() if not p.name.startswith(".")
+    ]
+    assert (cached / "warmstart.json").read_text() == stamp
     # process 0 reports, the other is silent: the summary is printed once
     assert done.stdout.count("trained: ") == 1, done.stdout
     # one run folder: nothing written beside it, no second warm start
