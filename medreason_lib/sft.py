@@ -232,7 +232,7 @@ def _build_or_copy(
         tokenizer.save_pretrained(str(output_dir))
         stamp_path.write_text(json.dumps(stamp, indent=2))
         if cached is not None:
-            _store(output_dir, cached)
+            store_in_cache(output_dir, cached)
     close_trainer(trainer)  # the GRPO model loads next: free this one first
     del trainer, model
     free_memory()
@@ -273,10 +273,11 @@ def warmstart_cache_dir(stamp: dict) -> Path:
     return paths.cache_dir() / "warmstart" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _store(folder: Path, cached: Path) -> None:
-    """Copy a finished warm start into the cache: into a temporary folder first, moved into
-    place with ``os.replace``, so a reader never sees half a model (when two processes
-    store the same warm start, the first move wins and the other copy is discarded)."""
+def store_in_cache(folder: Path, cached: Path, marker: str = "warmstart.json") -> None:
+    """Copy a finished model folder (a warm start, a trace SFT) into the cache: into a
+    temporary folder first, moved into place with ``os.replace``, so a reader never sees half
+    a model (when two processes store the same one, the first move wins and the other copy is
+    discarded). ``marker`` is the file a finished entry holds."""
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}-", dir=cached.parent))
     try:
@@ -284,7 +285,7 @@ def _store(folder: Path, cached: Path) -> None:
         try:
             os.replace(tmp, cached)
         except OSError:
-            if not (cached / "warmstart.json").is_file():  # not a lost race: a real error
+            if not (cached / marker).is_file():  # not a lost race: a real error
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +42,7 @@ from datasets import Dataset
 
 from . import paths
 from .profiles import Profile
-from .sft import sft_settings, warmstart_cache_dir
+from .sft import sft_settings, store_in_cache, warmstart_cache_dir
 from .traces import load_traces, sft_rows
 
 STAGES = ("untrained", "after SFT", "after SFT + GRPO")
@@ -195,7 +193,7 @@ def run_trace_sft(
     out.mkdir(parents=True, exist_ok=True)
     stamp_path.write_text(json.dumps(info, indent=2))  # last: it marks a finished SFT
     if cached is not None:
-        _store(out, cached)
+        store_in_cache(out, cached, marker="trace_sft.json")
     close_trainer(trainer)
     del trainer, model
     free_memory()
@@ -208,22 +206,6 @@ def _result(folder: Path, info: dict) -> TraceSFT:
     adapter = folder / info["adapter_dir"] if info.get("adapter_dir") else None
     losses = [(int(s), float(v)) for s, v in info["losses"]]
     return TraceSFT(folder, adapter, info["steps"], info["seconds"], losses)
-
-
-def _store(folder: Path, cached: Path) -> None:
-    """Copy a finished tiny SFT into the cache (a temporary folder moved into place, so a
-    reader never sees half a model; when two processes race, the first move wins)."""
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}-", dir=cached.parent))
-    try:
-        shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_trainer"))
-        try:
-            os.replace(tmp, cached)
-        except OSError:
-            if not (cached / "trace_sft.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def stage_items(profile: Profile, n: int | None = None) -> Dataset:

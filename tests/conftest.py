@@ -58,6 +58,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+class CapturingTrainer:
+    """Stands in for GRPOTrainer in ``training.train``: keeps the dataset it is given (for
+    tests that check what would be trained on), trains nothing, saves an empty adapter."""
+
+    def __init__(self, dataset=None):
+        from types import SimpleNamespace
+
+        self.dataset = dataset
+        self.state = SimpleNamespace(global_step=0)
+        self.accelerator = SimpleNamespace(free_memory=lambda: None, num_processes=1)
+        self.model = self.processing_class = None
+
+    def train(self, resume_from_checkpoint=None):
+        pass
+
+    def save_model(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def is_world_process_zero(self):
+        return True
+
+
 def copy_warm_start(warm_start: Path, run_dir: Path) -> Path:
     """Put a copy of ``warm_start`` where ``train`` looks for it (``<run_dir>/sft-warmstart``)."""
     target = Path(run_dir) / "sft-warmstart"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from types import SimpleNamespace
 
 import pytest
 
+from conftest import CapturingTrainer
 from medreason_lib import paths, training, training_mix
 from medreason_lib.data import load_task, records_to_dataset
 from medreason_lib.decontaminate import decontaminate_against
@@ -72,27 +72,6 @@ def leaky_source(tmp_path):
     pqal[pmid] = {**item, "final_decision": "maybe"}
     (folder / "pubmedqa" / "ori_pqal.json").write_text(json.dumps(pqal))
     return folder, pmid, reformatted
-
-
-class CapturingTrainer:
-    """Stands in for GRPOTrainer: keeps the dataset it is given, trains nothing."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-        self.state = SimpleNamespace(global_step=0)
-        self.accelerator = SimpleNamespace(free_memory=lambda: None, num_processes=1)
-        self.model = self.processing_class = None
-
-    def train(self, resume_from_checkpoint=None):
-        pass
-
-    def save_model(self, path):
-        from pathlib import Path
-
-        Path(path).mkdir(parents=True, exist_ok=True)
-
-    def is_world_process_zero(self):
-        return True
 
 
 def test_train_never_trains_on_an_evaluation_item(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import CapturingTrainer
 from medreason_lib import cli, data, paths, training, user_data, user_rewards
 from medreason_lib.callbacks import training_label_shares
 from medreason_lib.profiles import PROFILES
@@ -372,26 +373,6 @@ def test_the_keywords_checked_are_the_ones_trl_passes():
 
 
 # --------------------------------------------------------------------------- training and the CLI
-
-
-class CapturingTrainer:
-    """Stands in for GRPOTrainer: keeps what it is given, trains nothing."""
-
-    def __init__(self):
-        self.state = SimpleNamespace(global_step=0)
-        self.accelerator = SimpleNamespace(free_memory=lambda: None, num_processes=1)
-        self.model = self.processing_class = None
-
-    def train(self, resume_from_checkpoint=None):
-        pass
-
-    def save_model(self, path):
-        from pathlib import Path
-
-        Path(path).mkdir(parents=True, exist_ok=True)
-
-    def is_world_process_zero(self):
-        return True
 
 
 def test_extra_rewards_reach_the_trainer_and_run_json(tmp_path, monkeypatch):
