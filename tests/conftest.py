@@ -58,6 +58,51 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def run_cli(*args: str, env: dict[str, str | None] | None = None):
+    """``medreason_lib.cli.main(args)`` in this process, with ``env`` applied (``None``
+    unsets a variable), as ``python -m medreason_lib ARGS`` would run it without the ~10 s a
+    new process spends importing torch/transformers/trl/peft. Returns ``returncode`` (an
+    argparse ``SystemExit`` code included), ``stdout`` and ``stderr``. Afterwards the
+    environment (``--profile`` writes ``MEDREASON_PROFILE``, ``course.start`` the notebook
+    name), torch's thread count (one thread while it runs, as ``course.start`` sets on tiny)
+    and the datasets/transformers progress bars are as before."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from medreason_lib import cli
+
+    saved_env, threads = dict(os.environ), torch.get_num_threads()
+    bars = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        for name, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = str(value)
+        torch.set_num_threads(1)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exit_:  # argparse: --help, bad arguments
+                code = 0 if exit_.code is None else exit_.code
+                if not isinstance(code, int):  # a message: Python prints it and exits with 1
+                    print(code, file=err)
+                    code = 1
+    finally:
+        for name in set(os.environ) - set(saved_env):
+            del os.environ[name]
+        os.environ.update({k: v for k, v in saved_env.items() if os.environ.get(k) != v})
+        torch.set_num_threads(threads)
+        (datasets.enable_progress_bars if bars[0] else datasets.disable_progress_bars)()
+        (hf_logging.enable_progress_bar if bars[1] else hf_logging.disable_progress_bar)()
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 class CapturingTrainer:
     """Stands in for GRPOTrainer in ``training.train``: keeps the dataset it is given (for
     tests that check what would be trained on), trains nothing, saves an empty adapter."""

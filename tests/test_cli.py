@@ -1,6 +1,16 @@
-"""The command line, end to end on a CPU from a fresh runs folder: train, eval, export, ask as
-`python -m medreason_lib` subprocesses; every subcommand's --help; and bad input answered with
-exit status 2 and one line, before any model is loaded."""
+"""The command line, end to end on a CPU from a fresh runs folder: `python -m medreason_lib
+train` as a real process, then eval, export and ask of that run; every subcommand's --help;
+and bad input answered with exit status 2 and one line, before any model is loaded.
+
+A new process spends ~10 s importing torch/transformers/trl/peft before it does anything, so
+only two tests start one: the fresh-state ``train`` (the module entry point, the environment
+and the cached warm start, as a learner runs it) and ``--help`` (which imports nothing heavy).
+Every other command runs through ``cli.main`` in this process (``run_cli``, tests/conftest.py)
+with the environment the subprocesses get, and is checked on the same exit status, stdout and
+stderr. None of them needs a fresh interpreter: the settings they depend on (MEDREASON_RUNS,
+HF_TOKEN, and HF_HUB_OFFLINE where a push or ``eval --model`` checks it) are read from the
+environment when the command runs (runs.py, export_hub.py, prefetch.py), not when a library
+is imported, and the models they load are local folders."""
 
 import json
 import os
@@ -10,7 +20,9 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from conftest import run_cli
 from medreason_lib import cli, template
 from medreason_lib.ask import DISCLAIMER
 
@@ -36,23 +48,35 @@ def medreason(runs, *args, env=None, timeout=300) -> subprocess.CompletedProcess
     return done
 
 
-def _assert_ok(done: subprocess.CompletedProcess) -> None:
+def main(runs, *args) -> SimpleNamespace:
+    """``medreason(runs, *args)`` in this process: the same environment, exit status and
+    output (``run_cli``)."""
+    began = time.perf_counter()
+    env = {"MEDREASON_RUNS": str(runs), "HF_HUB_OFFLINE": "1"}
+    done = run_cli(*args, env=env | {"HF_TOKEN": None, "MEDREASON_PROFILE": None})
+    took = time.perf_counter() - began
+    print(f"$ medreason {' '.join(args)}: exit {done.returncode}, {took:.1f} s (in process)")
+    return done
+
+
+def _assert_ok(done) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_warm_start):
-    """train -> eval -> export -> ask, each a fresh process, as a learner runs them. The runs
-    folder starts empty; the SFT warm start comes from the cache that the session's
-    ``tiny_warm_start`` filled (tests/conftest.py), as it would after notebook 04."""
+    """train -> eval -> export -> ask, as a learner runs them: ``train`` in a fresh process,
+    the others on its run in this one (``main``). The runs folder starts empty; the SFT warm
+    start comes from the cache that the session's ``tiny_warm_start`` filled
+    (tests/conftest.py), as it would after notebook 04."""
     runs = tmp_path_factory.mktemp("runs")
     steps = {}
     steps["train"] = medreason(
         runs, "train", "--profile", "tiny", "--steps", "2", "--sample-every", "0"
     )
-    steps["eval"] = medreason(runs, "eval", "--profile", "tiny", "--n", "2", "--quiet")
-    steps["export"] = medreason(runs, "export", "--profile", "tiny", "--merge", "--modelfile")
-    steps["ask"] = medreason(
+    steps["eval"] = main(runs, "eval", "--profile", "tiny", "--n", "2", "--quiet")
+    steps["export"] = main(runs, "export", "--profile", "tiny", "--merge", "--modelfile")
+    steps["ask"] = main(
         runs, "ask", "--profile", "tiny", "Does daily walking lower blood pressure?",
         "--context", "In a trial, walking lowered systolic pressure by 6 mm Hg.",
         "--max-new-tokens", "24",
@@ -92,12 +116,16 @@ def test_train_eval_export_ask_from_a_fresh_state(pipeline):
 def test_ask_a_merged_folder(pipeline):
     runs, _ = pipeline
     merged = runs / "tiny" / "grpo" / "export" / "merged"
-    done = medreason(
+    before = dict(os.environ), torch.get_num_threads()
+    done = main(
         runs, "ask", "--profile", "tiny", "Which drug?", "--options", "a", "b", "c", "d",
         "--model", str(merged), "--max-new-tokens", "8",
     )  # fmt: skip
     _assert_ok(done)
     assert "question (medqa, answer type choice)" in done.stdout and DISCLAIMER in done.stdout
+    # nothing of the command stays in this process: not the profile --profile wrote into the
+    # environment, not course.start's notebook name, not its one torch thread
+    assert (dict(os.environ), torch.get_num_threads()) == before
 
 
 def test_export_fails_when_the_adapter_did_not_train(tmp_path, monkeypatch, capsys):
@@ -182,7 +210,7 @@ def test_plan_prints_the_memory_plan(capsys, monkeypatch):
 # --------------------------------------------------------------------------- bad input
 
 
-def _assert_usage_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+def _assert_usage_error(done, *fragments: str) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
@@ -202,28 +230,26 @@ def fake_run(tmp_path):
 
 def test_a_missing_run_directory(tmp_path):
     for command in (["export"], ["eval"], ["ask", "Q?", "--context", "C."]):
-        done = medreason(tmp_path, *command, "--profile", "tiny", "--run-dir", str(tmp_path / "no"))
+        done = main(tmp_path, *command, "--profile", "tiny", "--run-dir", str(tmp_path / "no"))
         _assert_usage_error(done, "no finished training run", "train --profile tiny")
 
 
 def test_gguf_on_a_cpu(fake_run):
-    done = medreason(fake_run, "export", "--profile", "tiny", "--gguf", "q4_k_m")
+    done = main(fake_run, "export", "--profile", "tiny", "--gguf", "q4_k_m")
     _assert_usage_error(done, "GGUF export needs the GPU path", "--merge")
 
 
 def test_push_without_a_token(fake_run):
-    done = medreason(fake_run, "export", "--profile", "tiny", "--push", "someone/medreason")
+    done = main(fake_run, "export", "--profile", "tiny", "--push", "someone/medreason")
     _assert_usage_error(done, "HF_TOKEN")
 
 
 def test_questions_without_a_format_and_bad_numbers(fake_run):
-    _assert_usage_error(medreason(fake_run, "ask", "--profile", "tiny", "Dose?"), "--context")
-    _assert_usage_error(
-        medreason(fake_run, "train", "--profile", "tiny", "--steps", "0"), "--steps"
-    )
-    _assert_usage_error(medreason(fake_run, "plan", "--profile", "3b", "--gpu", "T5"), "T4")
+    _assert_usage_error(main(fake_run, "ask", "--profile", "tiny", "Dose?"), "--context")
+    _assert_usage_error(main(fake_run, "train", "--profile", "tiny", "--steps", "0"), "--steps")
+    _assert_usage_error(main(fake_run, "plan", "--profile", "3b", "--gpu", "T5"), "T4")
     tiny_run = str(fake_run / "tiny" / "grpo")
-    wrong = medreason(fake_run, "export", "--profile", "3b", "--run-dir", tiny_run)
+    wrong = main(fake_run, "export", "--profile", "3b", "--run-dir", tiny_run)
     _assert_usage_error(wrong, "trained with profile 'tiny'", "--profile tiny")
 
 
@@ -248,8 +274,8 @@ def test_eval_a_saved_model_folder_with_the_course_harness(saved_model, tmp_path
     from medreason_lib import prefetch
 
     runs = tmp_path / "runs"
-    done = medreason(runs, "eval", "--profile", "tiny", "--model", str(saved_model),
-                     "--n", "2", "--quiet")  # fmt: skip
+    done = main(runs, "eval", "--profile", "tiny", "--model", str(saved_model),
+                "--n", "2", "--quiet")  # fmt: skip
     _assert_ok(done)
     name = prefetch.model_report_name(str(saved_model))
     assert name == "model-my-tiny-model"
@@ -258,7 +284,7 @@ def test_eval_a_saved_model_folder_with_the_course_harness(saved_model, tmp_path
     report = json.loads(path.read_text())
     assert len(report["ids"]) == 10 and report["model"].startswith("my-tiny-model@")
     assert "LoRA" not in report["model"]
-    baseline = medreason(runs, "eval", "--profile", "tiny", "--baseline", "--n", "2", "--quiet")
+    baseline = main(runs, "eval", "--profile", "tiny", "--baseline", "--n", "2", "--quiet")
     _assert_ok(baseline)
     base = json.loads((runs / "tiny" / "eval" / "baseline-n2.json").read_text())
     assert base["settings"] == report["settings"] and base["ids"] == report["ids"]

@@ -1,18 +1,18 @@
 """doctor: invented runtimes (a T4 without bf16, an old driver, a mismatched vLLM, no token,
 no GPU, no network) judged with the messages a learner reads, and the real command on this
-CPU machine."""
+CPU machine (through ``cli.main`` in this process, ``run_cli`` in tests/conftest.py: doctor
+reads HF_TOKEN, HF_HUB_OFFLINE, HF_HOME and the profile from the environment when it runs)."""
 
 from __future__ import annotations
 
 import http.server
 import os
 import re
-import subprocess
-import sys
 import threading
 
 import pytest
 
+from conftest import run_cli
 from medreason_lib import cli, doctor, memory
 from medreason_lib.install import GpuFacts
 
@@ -186,15 +186,11 @@ def test_hub_reachability_is_one_head_request():
 # --------------------------------------------------------------------------- the real command
 
 
-def _run(*args, **env) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "MEDREASON_PROFILE")}
-    return subprocess.run(
-        [sys.executable, "-m", "medreason_lib", "doctor", *args],
-        env=base | {"HF_HUB_OFFLINE": "1"} | env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run(*args, **env):
+    """``python -m medreason_lib doctor ARGS`` with no token or profile in the environment
+    but ``env``, the hub offline: exit status, stdout, stderr."""
+    base = {"HF_TOKEN": None, "MEDREASON_PROFILE": None, "HF_HUB_OFFLINE": "1"}
+    return run_cli("doctor", *args, env=base | env)
 
 
 def test_the_real_doctor_on_this_cpu_machine():

@@ -1,7 +1,13 @@
 """prefetch: what a profile needs from the hub (listed without any request), the pre-quantized
 repository Unsloth really loads, and the offline read path: a cache laid out as the real
 fetch leaves it, with rows in each dataset's hub schema, read back through the course's own
-loaders with the hub switched off."""
+loaders with the hub switched off.
+
+The command runs through ``cli.main`` in this process (``run_cli``, tests/conftest.py), with
+the environment a fresh ``python -m medreason_lib prefetch`` would get: prefetch reads
+HF_HOME, HF_HUB_OFFLINE and the cache variables when it runs, not at import. ``--check``
+still starts its own child process (``prefetch.check``), which must begin with the hub off;
+that child's output is read with ``capfd``."""
 
 from __future__ import annotations
 
@@ -9,16 +15,18 @@ import http.server
 import os
 import re
 import shutil
-import subprocess
-import sys
+import socket
 import threading
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
+import huggingface_hub
 import pytest
 from datasets.naming import camelcase_to_snakecase
 
+from conftest import run_cli
 from medreason_lib import data, install, prefetch
 from medreason_lib.profiles import PROFILES
 from medreason_lib.raw_formats import MMLU_SUBJECTS, official_pubmedqa_test_pmids
@@ -28,18 +36,20 @@ GPU_PROFILES = [p for p in PROFILES.values() if not p.is_tiny]
 
 
 def _env(home: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    """This process's HF_ settings unset, HF_HOME at ``home`` (``None`` unsets, for run_cli)."""
+    env = {k: None for k in os.environ if k.startswith(("HF_", "HUGGINGFACE_"))}
     return env | {"HF_HOME": str(home), "MEDREASON_PROFILE": "tiny"} | extra
 
 
-def medreason(*args, env: dict, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "medreason_lib", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def medreason(capfd, *args, env: dict) -> SimpleNamespace:
+    """``python -m medreason_lib ARGS`` with ``env``, run in this process (``run_cli``); the
+    output of the child process ``--check`` starts follows the command's own."""
+    capfd.readouterr()
+    done = run_cli(*args, env=env)
+    child = capfd.readouterr()
+    done.stdout += child.out
+    done.stderr += child.err
+    return done
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -79,12 +89,23 @@ def _expected_repos(profile) -> set[str]:
     return repos
 
 
-def test_dry_run_lists_every_repository_and_sends_no_request(tmp_path, fake_hub):
-    endpoint, requests = fake_hub
+def test_dry_run_lists_every_repository_and_sends_no_request(tmp_path, monkeypatch, capfd):
+    """Online, but nothing may be asked: this process's hub libraries read HF_HUB_OFFLINE at
+    import (the test session sets it), so they are switched online here, and every connection
+    this process tries is refused and recorded."""
+    connections = []
+
+    def refuse(sock, address):
+        connections.append(address)
+        raise ConnectionRefusedError(f"the dry run connected to {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     folder = tmp_path / "shared-drive"
-    env = _env(tmp_path / "home", HF_ENDPOINT=endpoint)  # online, but nothing may be asked
-    done = medreason("prefetch", "--profile", "3b", "--reference", "--dry-run", "--to", str(folder),
-                     env=env)  # fmt: skip
+    done = medreason(capfd, "prefetch", "--profile", "3b", "--reference", "--dry-run",
+                     "--to", str(folder), env=_env(tmp_path / "home"))  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     listed = {re.sub(r"\s+", " ", m) for m in re.findall(r"^  (?:model|dataset)\s+(.+?)(?: \(|:)",
@@ -93,14 +114,14 @@ def test_dry_run_lists_every_repository_and_sends_no_request(tmp_path, fake_hub)
     assert "(train, test)" in out and "medmcqa (validation)" in out  # the hub splits read
     assert "nothing fetched" in out and f"HF_HOME={folder.resolve()}" in out
     assert "HF_HUB_OFFLINE=1" in out and "HF_DATASETS_OFFLINE=1" in out
-    assert requests == [] and not folder.exists() and not (tmp_path / "home").exists()
+    assert connections == [] and not folder.exists() and not (tmp_path / "home").exists()
 
 
-def test_tiny_needs_nothing_and_a_real_fetch_refuses_offline(tmp_path):
+def test_tiny_needs_nothing_and_a_real_fetch_refuses_offline(tmp_path, capfd):
     env = _env(tmp_path / "home", HF_HUB_OFFLINE="1")
-    done = medreason("prefetch", "--profile", "tiny", env=env, timeout=60)
+    done = medreason(capfd, "prefetch", "--profile", "tiny", env=env)
     assert done.returncode == 0 and "needs nothing from the hub" in done.stdout
-    done = medreason("prefetch", "--profile", "3b", "--to", str(tmp_path / "d"), env=env)
+    done = medreason(capfd, "prefetch", "--profile", "3b", "--to", str(tmp_path / "d"), env=env)
     assert done.returncode == 2 and "HF_HUB_OFFLINE is set" in done.stderr
     assert not (tmp_path / "d").exists()
 
@@ -228,12 +249,12 @@ def prefetched(tmp_path_factory):
     return home, items
 
 
-def test_a_prefetched_folder_is_read_offline_by_the_course_loaders(prefetched, fake_hub):
+def test_a_prefetched_folder_is_read_offline_by_the_course_loaders(prefetched, fake_hub, capfd):
     home, items = prefetched
     endpoint, requests = fake_hub
     assert all(prefetch.is_cached(item, home) for item in items)
     env = _env(home.parent / "elsewhere", HF_ENDPOINT=endpoint)  # HF_HOME is not the folder
-    done = medreason("prefetch", "--profile", "3b", "--to", str(home), "--check", env=env)
+    done = medreason(capfd, "prefetch", "--profile", "3b", "--to", str(home), "--check", env=env)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
     for item in items:
@@ -249,7 +270,7 @@ def test_a_prefetched_folder_is_read_offline_by_the_course_loaders(prefetched, f
     assert "offline check: ok" in out and requests == []
 
 
-def test_a_missing_config_fails_the_offline_check(prefetched, tmp_path):
+def test_a_missing_config_fails_the_offline_check(prefetched, tmp_path, capfd):
     home, items = prefetched
     partial = tmp_path / "hf"
     shutil.copytree(home, partial, symlinks=True)
@@ -257,7 +278,7 @@ def test_a_missing_config_fails_the_offline_check(prefetched, tmp_path):
     shutil.rmtree(partial / "datasets" / "cais___mmlu" / "anatomy")
     assert not prefetch.is_cached(anatomy, partial)
     assert prefetch.is_cached(next(i for i in items if i.config == "college_biology"), partial)
-    done = medreason("prefetch", "--profile", "3b", "--to", str(partial), "--check",
+    done = medreason(capfd, "prefetch", "--profile", "3b", "--to", str(partial), "--check",
                      env=_env(tmp_path / "elsewhere"))  # fmt: skip
     assert done.returncode == 1
     (line,) = [ln for ln in done.stdout.splitlines() if ln.startswith("NOT OFFLINE")]
