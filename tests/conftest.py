@@ -1,6 +1,6 @@
 """Shared test settings, and the expensive artefacts built once per test session.
 
-Training is what makes the suite slow on a CPU, so a test session builds two things once and
+Training is what makes the suite slow on a CPU, so a test session builds these once and
 every test that does not need settings of its own reuses them:
 
 - ``tiny_warm_start``: the tiny profile's SFT warm start (150 steps, the GRPO base model),
@@ -10,6 +10,10 @@ every test that does not need settings of its own reuses them:
 - ``tiny_run``: a finished tiny GRPO run on that warm start (``RUN_STEPS`` steps with the
   course rewards). ``test_training`` checks on it that GRPO raises the course reward; the
   tests that export, evaluate or ask a trained run use it as their run.
+- ``ddp_run``: one ``accelerate launch`` of ``train`` on two CPU processes with
+  ``--report-to trackio``, checked by ``test_distributed`` (DDP) and ``test_trackers``.
+
+Tests that train use ``TEST_BATCH`` completions a step, half the tiny profile's.
 
 Tests whose runs differ (reversed rewards, an interrupted run, a reward that pays only "yes")
 train runs of their own, from the shared warm start wherever theirs would be the same.
@@ -31,6 +35,13 @@ import torch
 # 6-step window (test_training), and for the adapter to change the greedy completion of
 # export's fixed prompt (test_export; after 2 steps only the logits differ).
 RUN_STEPS = 24
+# Prompts x completions per GRPO step in the tests that train: half the tiny profile's 32
+# (4 prompts of 4 completions), which halves a step's cost on a CPU (about 0.85 s instead
+# of 1.6 s). Their checks hold with margin at this batch: the shared run's course reward went
+# from 0.91 (first 6 steps) to 1.97 (last 6), the reversed-reward control's from 0.36 to
+# 0.01 (measured 2026-11-27). The tiny profile itself keeps 32 (medreason_lib/profiles.py):
+# the notebooks' 30-step run needs it for readable greedy answers.
+TEST_BATCH = 16
 
 
 def _share_the_cores() -> None:
@@ -132,6 +143,21 @@ def copy_warm_start(warm_start: Path, run_dir: Path) -> Path:
     return target
 
 
+def seed_tiny_model(cache: Path) -> Path:
+    """Copy the tiny profile's model and tokenizer (``tiny.tiny_model_path``, built once per
+    machine in the user's cache) into the cache folder ``cache``: a test that starts from an
+    empty cache so that its warm start really trains need not rebuild them (about 6 s on a
+    CPU; ``test_tiny`` checks the build). Call it before pointing ``MEDREASON_CACHE`` there."""
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.tiny import resolve_model_id
+
+    profile = PROFILES["tiny"]
+    built = Path(resolve_model_id(profile.model_id, seed=profile.seed))
+    target = Path(cache) / "tiny" / built.name
+    shutil.copytree(built, target)
+    return target
+
+
 @pytest.fixture(scope="session")
 def tiny_warm_start(tmp_path_factory) -> Path:
     """The tiny profile's SFT warm start, built once per session on ``train``'s own rows."""
@@ -172,10 +198,11 @@ def shared_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tiny_warm_start, tmp_path_factory):
-    """A finished tiny GRPO run (``RUN_STEPS`` steps on the shared warm start), shared by the
-    tests that only need *a* trained run: the first test process that needs it trains it,
-    under a file lock, and the others load it. Treat it as read-only: write exports into it
-    only where the test is about the run's own export folder (one module, so one process)."""
+    """A finished tiny GRPO run (``RUN_STEPS`` steps of ``TEST_BATCH`` completions on the
+    shared warm start), shared by the tests that only need *a* trained run: the first test
+    process that needs it trains it, under a file lock, and the others load it. Treat it as
+    read-only: write exports into it only where the test is about the run's own export
+    folder (one module, so one process)."""
     from filelock import FileLock
 
     from medreason_lib.profiles import PROFILES
@@ -190,10 +217,78 @@ def tiny_run(tiny_warm_start, tmp_path_factory):
         torch.set_num_threads(1)
         try:
             copy_warm_start(tiny_warm_start, run_dir)
-            profile = PROFILES["tiny"].replace(max_steps=RUN_STEPS)
+            profile = PROFILES["tiny"].replace(
+                max_steps=RUN_STEPS, per_device_train_batch_size=TEST_BATCH
+            )
             return train(profile, run_dir=run_dir, sample_every=0)
         finally:
             torch.set_num_threads(before)
+
+
+# GRPO steps of the shared DDP run (``ddp_run``): each is logged once, in metrics.csv and trackio.
+DDP_STEPS = 2
+
+
+@pytest.fixture(scope="session")
+def ddp_run(tmp_path_factory):
+    """The command a learner with two GPUs runs, on two CPU processes, run once per session:
+
+        accelerate launch --multi_gpu --num_processes 2 -m medreason_lib train --profile tiny
+            --steps DDP_STEPS --sft-steps 8 --report-to trackio
+
+    from a cache with no warm start (both processes train it together; the tiny model is
+    copied in, ``seed_tiny_model``), with its own ``TRACKIO_DIR``. ``test_distributed``
+    checks the DDP run on it, ``test_trackers`` what trackio logged; the two modules may run
+    on different xdist workers, so the first one to ask launches it under a file lock and
+    records the result in ``launch.json``. Returns the folders (``run_dir`` alone in its
+    parent, ``runs``, ``cache``, ``trackio``) and the launcher's ``returncode``, ``stdout``
+    and ``stderr``; the tests assert on them."""
+    import json
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from filelock import FileLock
+
+    root = shared_dir(tmp_path_factory)
+    base = root / "ddp-run"
+    found = SimpleNamespace(
+        run_dir=base / "ddp" / "grpo",
+        runs=base / "runs",
+        cache=base / "cache",
+        trackio=base / "trackio",
+    )
+    record = base / "launch.json"
+    with FileLock(str(root / "ddp-run.lock")):
+        if not record.is_file():
+            base.mkdir(parents=True, exist_ok=True)
+            seed_tiny_model(found.cache)  # the model, not the warm start: that trains here
+            launcher = Path(sys.executable).with_name("accelerate")
+            if not launcher.exists():
+                pytest.fail(f"accelerate's launcher is missing beside {sys.executable}")
+            repo = Path(__file__).resolve().parent.parent
+            cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2"]
+            cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+            cmd += ["-m", "medreason_lib", "train", "--profile", "tiny"]
+            cmd += ["--steps", str(DDP_STEPS), "--sft-steps", "8", "--sample-every", "0"]
+            cmd += ["--run-dir", str(found.run_dir), "--report-to", "trackio"]
+            env = os.environ | {
+                "MEDREASON_PROFILE": "tiny",
+                "HF_HUB_OFFLINE": "1",
+                "OMP_NUM_THREADS": "1",
+                "MEDREASON_RUNS": str(found.runs),
+                "MEDREASON_CACHE": str(found.cache),  # no warm start: it really trains
+                "TRACKIO_DIR": str(found.trackio),  # read once, when trackio is imported
+                "PYTHONPATH": str(repo),
+            }
+            env.pop("CUDA_VISIBLE_DEVICES", None)
+            done = subprocess.run(
+                cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600
+            )
+            result = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+            record.write_text(json.dumps(result))
+        vars(found).update(json.loads(record.read_text()))
+    return found
 
 
 @pytest.fixture(autouse=True)

@@ -11,93 +11,47 @@ accelerate 1.15 launches more than one CPU process only through MPI, and without
 
 What must hold: both processes train (the run records ``processes: 2``), the steps are the
 ones asked for, and there is one run folder, written once: one ``run.json``, one metrics row
-per step, one adapter, one copy of the warm start.
+per step, one adapter, one copy of the warm start. The run is the session's ``ddp_run``
+(tests/conftest.py), which also reports to trackio for ``test_trackers``: one launch (about
+40 s on a CPU) checks both.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from conftest import DDP_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = 2
 
 
-def accelerate_command(*args: str) -> list[str]:
-    launcher = Path(sys.executable).with_name("accelerate")
-    if not launcher.exists():
-        pytest.fail(
-            f"accelerate's launcher is missing beside {sys.executable}: pip install accelerate"
-        )
-    return [str(launcher), "launch", *args]
-
-
-def test_grpo_runs_under_ddp_on_two_cpu_processes(tmp_path):
-    """From an empty cache: both processes train the SFT warm start together (DDP), process
-    0 alone writes it and stores it in the cache while the other waits for its stamp, then
-    GRPO runs on both."""
-    run_dir = tmp_path / "ddp" / "grpo"
-    cmd = accelerate_command(
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "medreason_lib",
-        "train",
-        "--profile",
-        "tiny",
-        "--steps",
-        str(STEPS),
-        "--sft-steps",
-        "8",
-        "--sample-every",
-        "0",
-        "--run-dir",
-        str(run_dir),
-    )
-    env = os.environ | {
-        "MEDREASON_PROFILE": "tiny",
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "MEDREASON_RUNS": str(tmp_path / "runs"),
-        "MEDREASON_CACHE": str(tmp_path / "cache"),  # empty: the warm start really trains
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def test_grpo_runs_under_ddp_on_two_cpu_processes(ddp_run):
+    """The session's DDP run (``ddp_run``, tests/conftest.py; test_trackers reads its trackio
+    log). From a cache with no warm start: both processes train the SFT warm start together
+    (DDP), process 0 alone writes it and stores it in the cache while the other waits for
+    its stamp, then GRPO runs on both."""
+    assert ddp_run.returncode == 0, ddp_run.stdout[-3000:] + ddp_run.stderr[-3000:]
+    run_dir = ddp_run.run_dir
 
     info = json.loads((run_dir / "run.json").read_text())
     assert info["processes"] == 2, info
-    assert info["global_step"] == STEPS
+    assert info["global_step"] == DDP_STEPS
     with open(run_dir / "metrics.csv", newline="") as f:
         steps = [int(row["step"]) for row in csv.DictReader(f)]
-    assert steps == list(range(1, STEPS + 1)), steps  # each step logged once, by process 0
+    assert steps == list(range(1, DDP_STEPS + 1)), steps  # each step logged once, by process 0
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
     # printed by process 0; it can only finish with process 1 training beside it (DDP)
-    assert done.stdout.count("SFT warm start: 8 steps") == 1
+    assert ddp_run.stdout.count("SFT warm start: 8 steps") == 1
     stamp = (run_dir / "sft-warmstart" / "warmstart.json").read_text()
-    (cached,) = [
-        p for p in (tmp_path / "cache" / "warmstart").iterdir() if not p.name.startswith(".")
-    ]
+    (cached,) = [p for p in (ddp_run.cache / "warmstart").iterdir() if not p.name.startswith(".")]
     assert (cached / "warmstart.json").read_text() == stamp
     # process 0 reports, the other is silent: the summary is printed once
-    assert done.stdout.count("trained: ") == 1, done.stdout
+    assert ddp_run.stdout.count("trained: ") == 1, ddp_run.stdout
     # one run folder: nothing written beside it, no second warm start
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["grpo"]
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("run.json"))
+    assert not ddp_run.runs.exists() or not any(ddp_run.runs.rglob("run.json"))
 
 
 def test_the_shipped_multi_gpu_configs_parse():

@@ -16,6 +16,7 @@ import weakref
 
 import pytest
 
+from conftest import TEST_BATCH
 from medreason_lib import ask, evaluation, export, models, sft
 from medreason_lib.data import load_task
 from medreason_lib.profiles import PROFILES
@@ -67,7 +68,13 @@ def run_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("lifecycle") / "grpo"
 
 
-PROFILE = TINY.replace(max_steps=2, sft_warmup_steps=20, train_size=8, save_steps=100)
+PROFILE = TINY.replace(
+    max_steps=2,
+    sft_warmup_steps=4,  # a warm start to load and free, not to learn from
+    train_size=8,
+    save_steps=100,
+    per_device_train_batch_size=TEST_BATCH,  # the tests' half batch (tests/conftest.py)
+)
 
 
 def test_the_self_reference_keeps_a_dropped_model_alive(watch):

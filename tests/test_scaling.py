@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from conftest import TEST_BATCH
 from medreason_lib import evaluation, rewards, template
 from medreason_lib.generation import GenerationSettings, HFGenerator
 from medreason_lib.models import load_model
@@ -78,7 +79,9 @@ def grpo_runs(warm_starts, tmp_path_factory):
         if name not in done:
             run_dir = tmp_path_factory.mktemp(f"{name}-run") / "grpo"
             shutil.copytree(warm_starts(name), run_dir / "sft-warmstart")
-            profile = PROFILES[name].replace(max_steps=STEPS)
+            profile = PROFILES[name].replace(
+                max_steps=STEPS, per_device_train_batch_size=TEST_BATCH
+            )
             done[name] = train(profile, run_dir=run_dir, sample_every=0)
         return done[name]
 

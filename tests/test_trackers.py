@@ -3,21 +3,20 @@
 ``metrics.csv`` is always written; a tracker is an addition. The checks: the setting reaches
 TRL's config (GRPO and the SFT warm start), a bad or missing tracker stops ``preflight`` with
 the setting named, the warm-start cache does not depend on where a run reports, and a real
-tiny run with ``report_to=("trackio",)`` logs its steps into trackio's local database.
+tiny run with ``--report-to trackio`` (the session's DDP run, shared with test_distributed)
+logs its steps into trackio's local database.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
+from conftest import DDP_STEPS
 from medreason_lib.profiles import PROFILES
 from medreason_lib.sft import _warmstart_stamp, sft_settings
 from medreason_lib.training_config import ConfigError, check_trackers, grpo_settings
@@ -75,27 +74,33 @@ def test_the_warm_start_cache_ignores_the_tracker():
     assert plain == tracked
 
 
-def test_a_tiny_run_logs_its_steps_to_trackio(warm_run_dir, tmp_path):
-    """``train --report-to trackio`` in its own process (trackio reads ``TRACKIO_DIR`` once,
-    when first imported): its database gets one row per GRPO step, with the same rewards as
-    the course's own metrics.csv."""
-    run_dir = warm_run_dir()
-    db_dir = tmp_path / "trackio"
-    env = os.environ | {
-        "TRACKIO_DIR": str(db_dir),
-        "MEDREASON_PROFILE": "tiny",
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    cmd = [sys.executable, "-m", "medreason_lib", "train", "--profile", "tiny", "--steps", "2"]
-    cmd += ["--run-dir", str(run_dir), "--sample-every", "0", "--report-to", "trackio"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    (db,) = db_dir.glob("medreason-tiny.db")
+def test_the_ddp_run_logs_each_step_to_trackio_once(ddp_run):
+    """The session's DDP run (``ddp_run``, tests/conftest.py: ``accelerate launch ... train
+    --report-to trackio`` on two processes, in processes of their own because trackio reads
+    ``TRACKIO_DIR`` once, when first imported): its database gets one row per GRPO step,
+    logged by process 0 alone, with the same numbers as the course's own metrics.csv; the
+    SFT warm start reports its loss as a trackio run of its own."""
+    assert ddp_run.returncode == 0, ddp_run.stdout[-2000:] + ddp_run.stderr[-2000:]
+    (db,) = ddp_run.trackio.glob("medreason-tiny.db")
     with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT step, metrics FROM metrics").fetchall()
-    logged = [json.loads(metrics) for _, metrics in rows]
-    rewards = [m["train/reward"] for m in logged if "train/reward" in m]
-    assert len(rewards) == 2, logged  # one row per GRPO step
-    csv_rewards = pd.read_csv(run_dir / "metrics.csv")["reward"].tolist()
-    assert rewards == pytest.approx(csv_rewards)  # the same numbers as the course's record
+        rows = conn.execute("SELECT run_id, metrics FROM metrics ORDER BY id").fetchall()
+    logged = [(run_id, json.loads(metrics)) for run_id, metrics in rows]
+    grpo = [(run_id, m) for run_id, m in logged if "train/reward" in m]
+    assert len(grpo) == DDP_STEPS, logged  # one row per step: process 1 logs nothing
+    assert len({run_id for run_id, _ in grpo}) == 1, grpo  # one trackio run
+    # every number both record agrees, step by step (the rewards of an 8-step warm start
+    # may all be 0, so the token counts, lengths and step times are compared as well)
+    csv_rows = pd.read_csv(ddp_run.run_dir / "metrics.csv").to_dict("records")
+    assert len(csv_rows) == DDP_STEPS
+    for (_, tracked), row in zip(grpo, csv_rows, strict=True):
+        assert tracked["train/global_step"] == row["step"]
+        common = {k for k in row if f"train/{k}" in tracked}
+        assert {"reward", "loss", "num_tokens", "completions/mean_length"} <= common, common
+        assert {k: tracked[f"train/{k}"] for k in common} == pytest.approx(
+            {k: row[k] for k in common}, nan_ok=True
+        )
+    # the warm start (SFT, on both processes) logged its loss once per logging step
+    sft = [(run_id, m) for run_id, m in logged if "train/loss" in m and "train/reward" not in m]
+    assert sft and {run_id for run_id, _ in sft}.isdisjoint({grpo[0][0]}), logged
+    sft_steps = [m["train/global_step"] for _, m in sft]
+    assert len(sft_steps) == len(set(sft_steps)), sft_steps
