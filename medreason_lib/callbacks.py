@@ -61,6 +61,18 @@ class RecordedReward:
         return scores
 
 
+def gather_from_processes(obj) -> list:
+    """``obj`` from every training process (``torch.distributed.all_gather_object``), in rank
+    order; ``[obj]`` in a single process. Every process must call it at the same point."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 class CollapseWarning(UserWarning):
     """The policy gives one answer to nearly every question of a task (``AnswerShares``)."""
 
@@ -107,6 +119,10 @@ class AnswerShares(TrainerCallback):
     less than ``data_limit``. A policy that answers "yes" to 95% of questions whose labels are
     55% "yes" has stopped reading them, however the reward moves. Tasks missing from
     ``label_shares`` are logged but not watched.
+
+    Under DDP each process scores only its own completions: at every log the processes pool
+    their counts (``gather_from_processes``), so every process logs the shares of the whole
+    batch and reaches the same alarm, which process 0 alone prints and warns.
     """
 
     def __init__(
@@ -137,6 +153,7 @@ class AnswerShares(TrainerCallback):
         self.history: list[dict] = []  # every logged row of answer metrics, with its step
         self._answers: dict[str, Counter] = {}
         self._formatted = self._seen = 0
+        self._speaks = True  # False on the processes other than 0 (on_log sets it)
         if watch is not None:
             watch.listeners.append(self.observe)
 
@@ -204,12 +221,28 @@ class AnswerShares(TrainerCallback):
             f"{data_share:.0%}. The policy gives one answer whatever the question; its reward "
             "can still rise. Check the label balance of the training mix and the rewards."
         )
-        print(f"\n{'!' * 88}\n{message}\n{'!' * 88}\n")
-        warnings.warn(message, CollapseWarning, stacklevel=2)
+        if self._speaks:
+            print(f"\n{'!' * 88}\n{message}\n{'!' * 88}\n")
+            warnings.warn(message, CollapseWarning, stacklevel=2)
+
+    def _pool_processes(self) -> None:
+        """Replace this process's counts since the last log by those of all processes."""
+        parts = gather_from_processes((self._answers, self._formatted, self._seen))
+        if len(parts) == 1:
+            return
+        answers: dict[str, Counter] = {}
+        for part_answers, _, _ in parts:
+            for task, counts in part_answers.items():
+                answers.setdefault(task, Counter()).update(counts)
+        self._answers = answers
+        self._formatted = sum(p[1] for p in parts)
+        self._seen = sum(p[2] for p in parts)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "train_runtime" in logs:
             return
+        self._speaks = state.is_world_process_zero
+        self._pool_processes()
         metrics = self.flush(state.global_step)
         logs.update(metrics)
         last = state.log_history[-1] if state.log_history else None
@@ -218,21 +251,22 @@ class AnswerShares(TrainerCallback):
 
 
 class MetricsCSV(TrainerCallback):
-    """Append each ``on_log`` row (with its step) to a CSV; the header grows as keys appear."""
+    """Append each ``on_log`` row (with its step) to a CSV; the header grows as keys appear.
+    Under DDP only process 0 writes it (the others' timings and answer shares differ)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.rows: list[dict] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.path.exists():
+        if self.path.exists() and state.is_world_process_zero:
             with self.path.open() as f:
                 kept = [r for r in csv.DictReader(f) if float(r["step"]) <= state.global_step]
             self.rows = kept
             self._write()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "train_runtime" in logs:
+        if not logs or "train_runtime" in logs or not state.is_world_process_zero:
             return
         self.rows.append({"step": state.global_step, **logs})
         self._write()

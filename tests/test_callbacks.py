@@ -274,3 +274,42 @@ def test_grpo_with_a_reward_that_pays_only_yes_sounds_the_alarm(tmp_path, monkey
     before = metrics[metrics["step"] <= fired[0]].tail(3)
     assert (before["answers/pubmedqa/yes"] > 0.9).all()
     assert metrics["reward"].tail(3).mean() > metrics["reward"].head(3).mean()  # reward "improves"
+
+
+def test_under_ddp_the_shares_pool_every_process_and_process_0_alone_warns(monkeypatch):
+    """Two processes, each scoring half of the batch: both log the shares of the whole batch
+    and reach the alarm at the same step; only process 0 prints and warns."""
+    from medreason_lib import callbacks
+
+    halves = {0: pubmedqa_batch(yes=19, no=1), 1: pubmedqa_batch(yes=19, maybe=1)}
+    runs = {rank: Run(steps=2) for rank in halves}
+    for rank, run in runs.items():
+        run.state.is_world_process_zero = rank == 0
+    logged = {rank: [] for rank in runs}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            for rank, run in runs.items():
+                run.state.global_step += 1
+                run.reward(halves[rank], task="pubmedqa")
+            # what all_gather_object hands every process: each one's counts, in rank order
+            m = {rank: run.monitor for rank, run in runs.items()}
+            pooled = [(m[r]._answers, m[r]._formatted, m[r]._seen) for r in sorted(m)]
+            monkeypatch.setattr(callbacks, "gather_from_processes", lambda obj, p=pooled: p)
+            for rank, run in runs.items():
+                logs = {"reward": 0.0}
+                run.monitor.on_log(None, run.state, None, logs=logs)
+                logged[rank].append(logs)
+    for rank in runs:
+        first = logged[rank][0]
+        assert first["answers/pubmedqa/yes"] == pytest.approx(38 / 40)
+        assert first["answers/pubmedqa/no"] == pytest.approx(1 / 40)
+        assert first["answers/pubmedqa/maybe"] == pytest.approx(1 / 40)
+        assert [row["answers/collapse_alarm"] for row in logged[rank]] == [0.0, 1.0]
+    assert sum(issubclass(w.category, CollapseWarning) for w in caught) == 1
+
+
+def test_gather_from_processes_without_ddp_is_this_process_alone():
+    from medreason_lib.callbacks import gather_from_processes
+
+    assert gather_from_processes({"a": 1}) == [{"a": 1}]
