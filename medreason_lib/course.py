@@ -225,7 +225,6 @@ def run_course(selected: list[str] | None = None, timeout: int = 3600) -> int:
     import nbformat
     from nbclient import NotebookClient
     from tqdm.auto import tqdm
-    from traitlets.config import Config
 
     from .notebook_noise import find_noise
 
@@ -248,9 +247,6 @@ def run_course(selected: list[str] | None = None, timeout: int = 3600) -> int:
             timeout=timeout,
             kernel_name="python3",
             resources={"metadata": {"path": str(nb_path.parent)}},
-            # local sockets between this process and the kernel: over TCP (the default)
-            # ipykernel 7 warns at every start that the traffic is unencrypted
-            config=Config({"KernelManager": {"transport": "ipc"}}),
         )
         began, error = time.perf_counter(), None
         try:
