@@ -29,7 +29,7 @@ NOTEBOOK_DIR = paths.repo_root() / "notebooks"
 NOTEBOOK_ENV = "MEDREASON_NOTEBOOK"
 
 # ``tiny_seconds``: each notebook's time in one `make course` run on a 2-core CPU
-# (runs/tiny/course_report.json, 2026-11-27 08:28 UTC, 478 s for all twelve, exercises
+# (runs/tiny/course_report.json, 2026-11-27 11:07 UTC, 346 s for all twelve, exercises
 # included), with cached tiny models and warm starts; a first run builds them.
 # ``needs_runs``: the notebooks whose runs (a training run, a saved baseline) this one reads;
 # its "Prerequisites" cell names them with their times (tests/test_notebook_structure.py).
@@ -50,7 +50,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "02_medical_data_and_answer_rewards",
-        "tiny_seconds": "13",
+        "tiny_seconds": "12",
         "needs_runs": [],
         "teaches": "PubMedQA, MedQA, MedMCQA, MMLU, GSM8K as prompts; the 70/30 mix; "
         "correctness per answer type; decontamination",
@@ -58,7 +58,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "03_baseline_evaluation",
-        "tiny_seconds": "16",
+        "tiny_seconds": "14",
         "needs_runs": [],
         "teaches": "the evaluation harness; the untrained model's accuracy, format rate and "
         "answer distribution, with confidence intervals",
@@ -66,7 +66,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "04_grpo_qwen_3b",
-        "tiny_seconds": "153",
+        "tiny_seconds": "127",
         "needs_runs": [],
         "teaches": "GRPO by hand, then GRPOTrainer with the course rewards; reading the "
         "training curves; checkpoints and resume",
@@ -74,7 +74,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "05_evaluate_and_compare",
-        "tiny_seconds": "37",
+        "tiny_seconds": "30",
         "needs_runs": ["04", "03"],
         "teaches": "before/after on the same items and settings; error analysis; "
         "which published numbers are comparable",
@@ -82,7 +82,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "06_scale_qwen3_8b",
-        "tiny_seconds": "83",
+        "tiny_seconds": "38",
         "needs_runs": [],
         "teaches": "the same pipeline on Qwen3-8B: thinking mode, LoRA targets, the memory "
         "plan per GPU, vLLM settings",
@@ -91,7 +91,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "07_scale_gpt_oss_20b",
-        "tiny_seconds": "77",
+        "tiny_seconds": "34",
         "needs_runs": [],
         "teaches": "a mixture-of-experts model in 4-bit on one GPU; harmony channels and how "
         "rewards and evaluation read them",
@@ -99,7 +99,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "08_export_and_serve",
-        "tiny_seconds": "15",
+        "tiny_seconds": "14",
         "needs_runs": ["04"],
         "teaches": "save, merge, verify the adapter really trained; GGUF, Ollama, vLLM; "
         "asking the model",
@@ -107,7 +107,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "09_continued_pretraining",
-        "tiny_seconds": "19",
+        "tiny_seconds": "17",
         "needs_runs": [],
         "teaches": "continued pretraining on PubMedQA abstracts (training side only): LoRA plus "
         "fully trained embeddings and head at a smaller learning rate; held-out perplexity",
@@ -116,7 +116,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "10_sft_then_grpo",
-        "tiny_seconds": "26",
+        "tiny_seconds": "22",
         "needs_runs": [],
         "teaches": "reasoning traces (medical-o1, ReasonMed schemas) in the template, "
         "decontaminated; SFT with TRL's SFTTrainer, then GRPO from its result; untrained, SFT "
@@ -126,7 +126,7 @@ COURSE_MAP: list[dict] = [
     },
     {
         "notebook": "11_dpo_for_safety",
-        "tiny_seconds": "21",
+        "tiny_seconds": "20",
         "needs_runs": ["04"],
         "teaches": "DPO on preference pairs from the GRPO adapter (TRL's DPOTrainer, beta, the "
         "reward margin); a documented caution rule; safety rate and PubMedQA accuracy before "
