@@ -229,8 +229,7 @@ def pays_only_yes(completions, task, **kwargs):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_grpo_with_a_reward_that_pays_only_yes_sounds_the_alarm(tmp_path, monkeypatch):
-    from medreason_lib import sft
+def test_grpo_with_a_reward_that_pays_only_yes_sounds_the_alarm(tmp_path, tiny_warm_start):
     from medreason_lib.data import load_task
     from medreason_lib.profiles import PROFILES
     from medreason_lib.training import train
@@ -238,24 +237,19 @@ def test_grpo_with_a_reward_that_pays_only_yes_sounds_the_alarm(tmp_path, monkey
     # The bundled labelled PubMedQA rows: 54% yes, so "always yes" is not what the data says.
     data = load_task("pubmedqa", "train", source="bundled", verbose=False)
     assert max(training_label_shares(data)["pubmedqa"].values()) < 0.7
-    # A warm start that always writes the template (answers still drawn at random), so the
-    # run's few GRPO steps go into *which* answer, not into the layout.
-    draw = sft.warmstart_dataset
-    monkeypatch.setattr(
-        sft,
-        "warmstart_dataset",
-        lambda rows, seed=0, template_share=0.5, **kw: draw(rows, seed, 1.0, **kw),
-    )
-    # Sampling at 0.5, a learning rate of 2.5e-3 and the tests' half batch (TEST_BATCH: 4
-    # prompts of 4 completions a step): the alarm went off at steps 9, 14, 12, 12, 13 and 11
-    # with seeds 0-5 (measured on CPU, 2026-11-27), inside 18 steps. At 3e-3 seed 1 broke the
-    # layout at step 6 (nothing readable, no alarm); at 2e-3 seed 1 took 18 steps.
+    # GRPO starts from the session's warm start (``base_model``: the warm start of these
+    # PubMedQA-only rows would be another one to train), which writes the template about half
+    # the time, so the reward must teach the layout as well as the answer. Sampling at 0.5, a
+    # learning rate of 2e-3 and the tests' half batch (TEST_BATCH: 4 prompts of 4 completions
+    # a step): the alarm went off at steps 17, 13, 15, 12, 18, 14, 15, 12, 19, 14, 17 and 16
+    # with seeds 0-11 (measured on CPU, 2026-11-27), inside 24 steps. At 2.5e-3 seed 3 fell
+    # back to prose by step 6 (nothing readable, no alarm); at temperature 0.7 two of seeds
+    # 0-5, and at 1.0 with 3e-3 all six, gave no alarm in 24 steps.
     profile = PROFILES["tiny"].replace(
-        max_steps=18,
-        sft_warmup_steps=100,
+        max_steps=24,
         save_steps=100,
         temperature=0.5,
-        learning_rate=2.5e-3,
+        learning_rate=2e-3,
         per_device_train_batch_size=TEST_BATCH,
     )
     with pytest.warns(CollapseWarning, match="completions answer 'yes'") as caught:
@@ -265,6 +259,7 @@ def test_grpo_with_a_reward_that_pays_only_yes_sounds_the_alarm(tmp_path, monkey
             dataset=data,
             reward_funcs=[pays_only_yes],
             sample_every=0,
+            base_model=tiny_warm_start,
         )
     assert sum(issubclass(w.category, CollapseWarning) for w in caught) == 1
     metrics = pd.read_csv(run.metrics_csv)

@@ -22,7 +22,7 @@ import csv
 import json
 from pathlib import Path
 
-from conftest import DDP_STEPS
+from conftest import DDP_SFT_STEPS, DDP_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ def test_grpo_runs_under_ddp_on_two_cpu_processes(ddp_run):
     assert steps == list(range(1, DDP_STEPS + 1)), steps  # each step logged once, by process 0
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
     # printed by process 0; it can only finish with process 1 training beside it (DDP)
-    assert ddp_run.stdout.count("SFT warm start: 8 steps") == 1
+    assert ddp_run.stdout.count(f"SFT warm start: {DDP_SFT_STEPS} steps") == 1
     stamp = (run_dir / "sft-warmstart" / "warmstart.json").read_text()
     (cached,) = [p for p in (ddp_run.cache / "warmstart").iterdir() if not p.name.startswith(".")]
     assert (cached / "warmstart.json").read_text() == stamp

@@ -88,7 +88,7 @@ def test_the_ddp_run_logs_each_step_to_trackio_once(ddp_run):
     grpo = [(run_id, m) for run_id, m in logged if "train/reward" in m]
     assert len(grpo) == DDP_STEPS, logged  # one row per step: process 1 logs nothing
     assert len({run_id for run_id, _ in grpo}) == 1, grpo  # one trackio run
-    # every number both record agrees, step by step (the rewards of an 8-step warm start
+    # every number both record agrees, step by step (the rewards of a 1-step warm start
     # may all be 0, so the token counts, lengths and step times are compared as well)
     csv_rows = pd.read_csv(ddp_run.run_dir / "metrics.csv").to_dict("records")
     assert len(csv_rows) == DDP_STEPS
