@@ -24,8 +24,9 @@ default that may change), and the ones the hardware dictates are derived:
 - prompt length: TRL removed ``max_prompt_length``; ``filter_long_prompts`` drops the
   prompts longer than ``profile.max_prompt_length`` tokens from the dataset instead, and
   says how many.
-- ``bf16``/``fp16``/``use_cpu``: bf16 needs an Ampere or newer GPU; a T4 gets fp16, a CPU
-  neither (TRL's default ``bf16=True`` fails on both).
+- ``bf16``/``fp16``/``use_cpu``: bf16 needs an Ampere or newer GPU (compute capability 8.0,
+  Unsloth's rule, not torch's ``is_bf16_supported``, which says True on a T4); a T4 gets
+  fp16, a CPU neither (TRL's default ``bf16=True`` fails on both).
 - the batch: per-device batch x accumulation steps must be divisible by G (each group is
   one prompt's G completions); ``preflight`` says so before anything heavy starts.
 """
@@ -50,12 +51,26 @@ class ConfigError(ValueError):
 
 
 def precision_flags() -> dict:
-    """``use_cpu``/``bf16``/``fp16`` for the machine this runs on."""
+    """``use_cpu``/``bf16``/``fp16`` for the machine this runs on.
+
+    bf16 by Unsloth's rule (``unsloth/models/_utils.py``: ``SUPPORTS_BFLOAT16`` is compute
+    capability major >= 8 of the current card, of the weakest visible one under a distributed
+    launch), which is also the dtype it loads in: float16 below 8.0, and its trainer raises
+    "Model is in float16 precision but you want to use bfloat16" on bf16=True. Not
+    ``torch.cuda.is_bf16_supported()``: it counts emulation and says True on a T4 (7.5)."""
+    import os
+
     import torch
 
     if not torch.cuda.is_available():
         return {"use_cpu": True, "bf16": False, "fp16": False}
-    bf16 = torch.cuda.is_bf16_supported()
+    capability = tuple(torch.cuda.get_device_capability())
+    if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1:  # every rank must pick the same
+        visible = [
+            tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count())
+        ]
+        capability = min(visible or [capability])
+    bf16 = capability >= (8, 0)
     return {"use_cpu": False, "bf16": bf16, "fp16": not bf16}
 
 

@@ -431,3 +431,32 @@ def test_plain_merged_4bit_is_refused_by_this_unsloth(unsloth, zoo):
     If this fails, a new pin accepts it again and EXPORT_CALLS may use it."""
     _, refused = _save_method_checks(unsloth, zoo)
     assert "merged_4bit" in refused
+
+
+# ----------------------------------------------------------------- facts the GPU path relies on
+# (tests/test_gpu_path.py tests the course's side of each with fakes)
+
+DEVICE_TYPE, RL = "unsloth/device_type.py", "unsloth/models/rl.py"
+
+
+def _lines(source, member: str) -> set[str]:
+    return {line.strip() for line in source.read(member).splitlines()}
+
+
+def test_unsloth_still_decides_bf16_by_compute_capability(unsloth):
+    """What ``precision_flags`` copies: bf16 is compute capability major >= 8 of the current
+    card (the weakest visible one under a distributed launch), the loader picks float16
+    otherwise, and the RL trainer refuses bf16=True on a float16 model."""
+    utils = _lines(unsloth, UTILS)
+    assert "_bf16_cap = cuda_bf16_capability()" in utils
+    assert "SUPPORTS_BFLOAT16 = _bf16_cap is not None and _bf16_cap[0] >= 8" in utils
+    pick = unsloth.function(DEVICE_TYPE, "cuda_bf16_capability")
+    assert pick.mentions("distributed_launch") and pick.calls("cuda_current_capability")
+    assert unsloth.function(DEVICE_TYPE, "cuda_gate_capabilities").calls(
+        "cuda_visible_capabilities"
+    )
+    assert "dtype = torch.float16 if not SUPPORTS_BFLOAT16 else torch.bfloat16" in _lines(
+        unsloth, LLAMA
+    )
+    refusal = "Model is in float16 precision but you want to use bfloat16 precision"
+    assert refusal in unsloth.read(RL)

@@ -1,0 +1,82 @@
+"""The GPU path's decisions, checked on a CPU with a faked ``torch.cuda`` and fake objects.
+
+Every GPU branch is skipped on the tiny profile, so what it decides is tested here directly:
+the training precision on a card without bf16 (a T4), Unsloth's runtime settings before
+``import unsloth``, what ``close_trainer`` lets go of, and which modules stay light to import.
+The rules come from the pinned sources; ``test_api_drift.py`` checks that they are still there
+(its section "facts the GPU path relies on").
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medreason_lib import dpo, pretrain_setup, sft, training_config
+from medreason_lib.profiles import PROFILES
+
+TINY = PROFILES["tiny"]
+
+
+def fake_cuda(monkeypatch, capability: tuple[int, int]) -> None:
+    """A CUDA machine whose current card has ``capability``. ``is_bf16_supported`` says True
+    whatever the card, as torch's does by default (it counts emulation: True on a T4)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize(
+    ("capability", "bf16"),
+    [((7, 5), False), ((7, 0), False), ((8, 0), True), ((8, 9), True), ((9, 0), True)],
+)
+def test_bf16_is_decided_by_compute_capability_as_unsloth_does(monkeypatch, capability, bf16):
+    """A T4 (7.5): torch's is_bf16_supported() says True, Unsloth loads float16 and its
+    trainer refuses bf16=True; the flags must say fp16."""
+    fake_cuda(monkeypatch, capability)
+    assert training_config.precision_flags() == {"use_cpu": False, "bf16": bf16, "fp16": not bf16}
+
+
+def test_every_trainer_gets_fp16_on_a_t4(monkeypatch, tmp_path):
+    """GRPO, the SFT warm start, DPO and continued pretraining share the flags."""
+    fake_cuda(monkeypatch, (7, 5))
+    profile = PROFILES["3b"]
+    built = {
+        "grpo": training_config.grpo_settings(profile, tmp_path),
+        "sft": sft.sft_settings(profile, tmp_path, 10),
+        "dpo": dpo.dpo_settings(profile, tmp_path, 10),
+        "cpt": pretrain_setup.cpt_config_kwargs(
+            profile, pretrain_setup.cpt_settings(profile), tmp_path
+        ),
+    }
+    for name, settings in built.items():
+        assert (settings["bf16"], settings["fp16"], settings["use_cpu"]) == (False, True, False), (
+            name
+        )
+
+
+def test_a_distributed_launch_judges_the_weakest_card(monkeypatch):
+    """Under torchrun/accelerate (WORLD_SIZE > 1) every rank must pick the same dtype, and
+    Unsloth judges the weakest visible card (unsloth/device_type.py cuda_bf16_capability)."""
+    fake_cuda(monkeypatch, (9, 0))
+    caps = {0: (9, 0), 1: (7, 5)}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_capability",
+        lambda device=None: caps[0 if device is None else device],
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert training_config.precision_flags()["fp16"] is True
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert training_config.precision_flags()["bf16"] is True
+
+
+def test_a_cpu_gets_neither():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine")
+    assert training_config.precision_flags() == {"use_cpu": True, "bf16": False, "fp16": False}
