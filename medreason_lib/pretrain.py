@@ -222,6 +222,18 @@ def windows(n_tokens: int, max_length: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def input_device(model):
+    """Where ``model``'s input ids must go: the device of its input embedding's active weight
+    (peft's trained copy where the embedding trains). Not the first parameter's: with trained
+    embeddings Unsloth keeps the frozen original (peft's ``original_module``, which comes
+    first) off the GPU, in CPU memory or offloaded to disk."""
+    weight = getattr(model.get_input_embeddings(), "weight", None)
+    if weight is not None:
+        return weight.device
+    params = list(model.parameters())  # no weight to read: a trained parameter's device
+    return next((p.device for p in params if p.requires_grad), params[0].device)
+
+
 def perplexity(
     model, tokenizer, texts, *, max_length: int, batch_size: int = 4, desc: str = "perplexity"
 ) -> Perplexity:
@@ -241,7 +253,7 @@ def perplexity(
     if not jobs:
         raise ValueError("perplexity: no text has a token to predict")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
+    device = input_device(model)
     nll, count = [0.0] * len(docs), [0] * len(docs)
     was_training = model.training
     model.eval()

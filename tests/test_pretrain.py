@@ -182,6 +182,22 @@ def test_a_uniform_model_has_the_vocabulary_size_as_perplexity(one_thread):
     assert math.isclose(got.value, model.config.vocab_size, rel_tol=1e-6)
 
 
+def test_perplexity_sends_the_ids_where_the_active_embedding_is(one_thread):
+    """Unsloth keeps the frozen original embedding of a model whose embeddings train (peft's
+    ``original_module``, the model's first parameter) off the GPU. Here it is moved to the
+    ``meta`` device: the ids must follow the trained copy, not the first parameter."""
+    model, tokenizer = models.load_for_cpt(TINY)
+    model.eval()
+    expected = pretrain.perplexity(model, tokenizer, TEXTS, max_length=384).value
+    original = model.base_model.model.model.embed_tokens.original_module
+    original.to("meta")
+    first = next(model.parameters())
+    assert first.device.type == "meta" and first is original.weight
+    assert pretrain.input_device(model) == torch.device("cpu")
+    got = pretrain.perplexity(model, tokenizer, TEXTS, max_length=384)
+    assert math.isclose(got.value, expected, rel_tol=1e-6)
+
+
 # --------------------------------------------------------------------------- what trains
 
 
