@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from . import paths
+from .install import needs_gpu_stack, profile_for_notebook
 from .models import prepare_runtime
 from .profiles import CPU_STAND_IN, ENV_VAR, Profile, get_profile, gpu_memory_gb
-from .progress import quiet_libraries
 
 NOTEBOOK_DIR = paths.repo_root() / "notebooks"
 NOTEBOOK_ENV = "MEDREASON_NOTEBOOK"
@@ -172,14 +172,20 @@ def _why(profile: Profile, name: str | None) -> str:
 def start(notebook: str, *, scale: str | None = None, profile: str | None = None) -> Profile:
     """Begin a notebook: choose the profile, seed, and say what was chosen and why.
 
-    ``scale`` is for the notebooks about one model size ("8b", "20b"): on a CPU they get
-    that model's tiny stand-in. On the tiny profile torch uses one thread: on a 2-core
+    ``scale`` is for the notebooks about one model size ("8b", "20b"): on a CPU, or on a GPU
+    too small for that model, they get its tiny stand-in (``install.profile_for_notebook``
+    says why). On a GPU profile Unsloth is imported first, before anything imports trl or
+    transformers (it patches them), in the notebooks that load a model through it (00-02 do
+    not: ``install.needs_gpu_stack``). On the tiny profile torch uses one thread: on a 2-core
     machine that is several times faster than two threads competing with the kernel.
     """
     os.environ.setdefault(NOTEBOOK_ENV, notebook)
+    chosen = profile_for_notebook(notebook, profile, scale=scale)
+    if needs_gpu_stack(notebook):
+        prepare_runtime(chosen)  # on a GPU, Unsloth must be imported before trl
+    from .progress import quiet_libraries
+
     quiet_libraries()  # no per-call bars of datasets/transformers; bars true in saved copies
-    chosen = get_profile(profile, scale=scale)
-    prepare_runtime(chosen)  # on a GPU, Unsloth must be imported before trl
     _seed_everything(chosen.seed)
     if chosen.is_tiny:
         import torch

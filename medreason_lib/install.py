@@ -154,8 +154,58 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
-def plan_install(notebook: str, profile: Profile, gpu: GpuFacts | None) -> InstallPlan:
-    """What ``notebook`` needs under ``profile`` on this GPU (None: no GPU, tiny profiles)."""
+def needs_gpu_stack(notebook: str) -> bool:
+    """Whether ``notebook`` loads a model through the GPU stack on a GPU profile (00-02 do
+    not, so ``course.start`` imports no Unsloth there and their setup cell installs none).
+    An unknown name (an interactive session, a script) is assumed to."""
+    return bool(NOTEBOOK_SECTIONS.get(notebook[:2], ("training",)))
+
+
+# Notebooks about one model size (``course.start(..., scale=...)``): on a GPU where that
+# model does not fit, they run their CPU stand-in (``profiles.CPU_STAND_IN``) instead.
+NOTEBOOK_SCALE = {"06": "8b", "07": "20b"}
+
+
+def profile_for_notebook(notebook: str, name: str | None = None, *, scale: str | None = None):
+    """The profile ``notebook`` runs on this machine: ``profiles.get_profile(name, scale)``,
+    except that a notebook about one model size, on a GPU too small for that model (the
+    memory planner's ``fits``, margin and vLLM split included), gets its CPU stand-in and says
+    why and what to do instead. A profile named by ``name`` or ``$MEDREASON_PROFILE`` is kept:
+    training's pre-flight check then says what does not fit."""
+    import os
+
+    from .memory import plan_for_profile
+    from .profiles import CPU_STAND_IN, ENV_VAR, get_profile, gpu_memory_gb
+
+    scale = scale or NOTEBOOK_SCALE.get(notebook[:2])
+    chosen = get_profile(name, scale=scale)
+    if scale is None or chosen.is_tiny or name or os.environ.get(ENV_VAR):
+        return chosen
+    gpu, gb = read_gpu(), gpu_memory_gb()
+    if gpu is None or gb is None:
+        return chosen
+    plan = plan_for_profile(chosen, "grpo", gpu=gb, bf16=gpu.compute_capability >= (8, 0))
+    if plan.fits():
+        return chosen
+    stand_in = get_profile(CPU_STAND_IN[scale])
+    print(
+        f"profile {chosen.name!r} ({chosen.model_id}) does not fit this {gpu.name} ({gb:.1f} GB): "
+        f"its GRPO plan needs {plan.required_gb:.1f} GB with the planner's margin. This notebook "
+        f"runs the CPU stand-in {stand_in.name!r} instead: the same code and lesson on a tiny "
+        "model, in minutes. For the real model, pick a larger GPU (Colab: Runtime > Change "
+        "runtime type > L4 or A100), or set MEDREASON_PROFILE to a profile that fits."
+    )
+    return stand_in
+
+
+DRIVER_CHECK_VAR = "MEDREASON_SKIP_DRIVER_CHECK"
+
+
+def plan_install(
+    notebook: str, profile: Profile, gpu: GpuFacts | None, *, check_driver: bool = True
+) -> InstallPlan:
+    """What ``notebook`` needs under ``profile`` on this GPU (None: no GPU, tiny profiles).
+    ``check_driver=False`` skips the driver gate (your own CUDA build of torch, say)."""
     key = notebook[:2]
     if key not in NOTEBOOK_SECTIONS:
         raise ValueError(f"unknown notebook {notebook!r}; known: {sorted(NOTEBOOK_SECTIONS)}")
@@ -167,12 +217,13 @@ def plan_install(notebook: str, profile: Profile, gpu: GpuFacts | None) -> Insta
             f"profile {profile.name!r} needs an NVIDIA GPU and this runtime has none "
             "(Colab: Runtime > Change runtime type > T4 GPU), or use the tiny profile"
         )
-    if wanted and gpu.driver_major < CUDA13_MIN_DRIVER:
+    if wanted and check_driver and gpu.driver_major < CUDA13_MIN_DRIVER:
         raise UnsupportedRuntime(
             f"this runtime's NVIDIA driver {gpu.driver} is older than {CUDA13_MIN_DRIVER}, which "
             "the pinned CUDA 13 builds (torch 2.14.0, vLLM 0.33.0) need. Pick a newer runtime, "
             "or install torch's CUDA 12.8 build yourself (pip install torch==2.14.0 "
-            "--index-url https://download.pytorch.org/whl/cu128) and run without vLLM."
+            "--index-url https://download.pytorch.org/whl/cu128) and run without vLLM, then "
+            f"pass check_driver=False to colab_install (or set {DRIVER_CHECK_VAR}=1)."
         )
     gpu_pins = read_pins(ROOT / "requirements-gpu.txt")
     sections = []
@@ -205,17 +256,28 @@ def _held_versions() -> list[str]:
     return held
 
 
-def colab_install(notebook: str, profile_name: str | None = None) -> InstallPlan:
+def colab_install(
+    notebook: str, profile_name: str | None = None, *, check_driver: bool = True
+) -> InstallPlan:
     """Install what ``notebook`` needs into this runtime (the setup cell calls it on Colab).
 
-    Prints what it installs, what it skips and why, how long it took, and whether the runtime
-    must restart: only when a package that was already imported in this session changed.
-    Running it again installs nothing.
+    The profile is the one ``course.start`` will pick (``profile_for_notebook``), as the
+    course defines it: a profile that uses vLLM gets vLLM installed, although
+    ``get_profile`` turns vLLM off while it is not installed yet. Prints what it installs,
+    what it skips and why, how long it took, and whether the runtime must restart: only when
+    a package that was already imported in this session changed. Running it again installs
+    nothing. ``check_driver=False`` (or ``MEDREASON_SKIP_DRIVER_CHECK=1``) skips the driver
+    gate, for a runtime whose torch you installed yourself.
     """
-    from .profiles import get_profile
+    import os
 
-    profile = get_profile(profile_name)
-    plan = plan_install(notebook, profile, read_gpu())
+    from .profiles import PROFILES
+
+    profile = profile_for_notebook(notebook, profile_name)
+    if profile.name in PROFILES:
+        profile = profile.replace(use_vllm=PROFILES[profile.name].use_vllm)
+    check_driver = check_driver and not os.environ.get(DRIVER_CHECK_VAR)
+    plan = plan_install(notebook, profile, read_gpu(), check_driver=check_driver)
     todo = plan.missing()
     for name, reason in plan.skipped.items():
         print(f"not installing {name}: {reason}")

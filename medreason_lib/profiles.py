@@ -334,6 +334,54 @@ def profile_for_gpu(gpu_gb: float | None) -> str:
     return "3b" if gpu_gb < 40 else "8b"
 
 
+# Environment settings that shrink any profile, for rehearsals and quick checks: the most
+# training steps (every trainer's ``max_steps``, the SFT warm start's too), the most items
+# per training mix and per benchmark, and where the data comes from ("bundled", "hub" or a
+# folder of raw files). ``make rehearse`` sets all three.
+CAPS = {
+    "MEDREASON_MAX_STEPS": ("max_steps", "sft_warmup_steps"),
+    "MEDREASON_MAX_ITEMS": ("train_size", "eval_size"),
+}
+DATA_SOURCE_VAR = "MEDREASON_DATA_SOURCE"
+
+
+def _cap_value(var: str) -> int | None:
+    raw = os.environ.get(var, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"${var} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
+def apply_caps(profile: Profile) -> Profile:
+    """``profile`` with the environment's caps applied (``CAPS``, ``DATA_SOURCE_VAR``); the
+    same profile when none is set. Prints what changed, once per profile and setting."""
+    changes: dict = {}
+    for var, fields in CAPS.items():
+        cap = _cap_value(var)
+        if cap is not None:
+            for name in fields:
+                value = getattr(profile, name)
+                if value > cap:
+                    changes[name] = cap
+    source = os.environ.get(DATA_SOURCE_VAR, "").strip()
+    if source and source != profile.data_source:
+        changes["data_source"] = source
+        if source != "hub":  # pools that only the hub has (PubMedQA's pqa_artificial)
+            changes["train_splits"] = {}
+    if not changes:
+        return profile
+    shown = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train_splits")
+    if (profile.name, shown) not in _CAPS_SHOWN:
+        _CAPS_SHOWN.add((profile.name, shown))
+        print(f"profile {profile.name!r} capped by the environment: {shown}")
+    return profile.replace(**changes)
+
+
+_CAPS_SHOWN: set = set()
+
+
 def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile:
     """Return the profile to run.
 
@@ -357,7 +405,7 @@ def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile
         raise ValueError(
             f"unknown profile {chosen!r} (from {where}); valid profiles: {', '.join(PROFILES)}"
         )
-    profile = PROFILES[chosen]
+    profile = apply_caps(PROFILES[chosen])
     if profile.use_vllm and importlib.util.find_spec("vllm") is None and gpu_memory_gb():
         # On a T4 the course installs no vLLM (medreason_lib.install says why): generate with
         # Unsloth's Hugging Face path instead of failing at the first model load.

@@ -1,0 +1,7 @@
+"""``python -m tools.rehearsal``: see ``tools.rehearsal.runner``."""
+
+import sys
+
+from .runner import main
+
+sys.exit(main())
