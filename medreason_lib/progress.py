@@ -10,7 +10,8 @@ subprocess whose output a notebook shows) they write one line, their final state
 - ``progress_bar(total, desc, ...)``: the course's bar (training steps, evaluation items):
   ``NotebookTextBar``, tqdm's own, or ``FinalLineBar``.
 - ``quiet_libraries()``: what ``course.start`` calls first. It turns off the per-call bars of
-  ``datasets`` (shuffling, flattening) and ``transformers`` (loading weights), and drops one
+  ``datasets`` (shuffling, flattening) and ``transformers`` (loading weights), without
+  importing either (Unsloth must be imported before transformers), and drops one
   log message that says nothing about the course's models: transformers' "The tokenizer has
   new PAD/BOS/EOS tokens ..." when the only change is a BOS token set to None (Qwen's and the
   tiny models' tokenizers have no BOS token; the model config names one that is never used).
@@ -112,19 +113,32 @@ _FILTER = _DropHarmlessAlignment()
 
 
 def quiet_libraries() -> None:
-    """Turn off third-party progress bars and the harmless BOS-alignment warning (idempotent)."""
-    try:
-        import datasets
+    """Turn off third-party progress bars and the harmless BOS-alignment warning (idempotent).
 
-        datasets.disable_progress_bars()
+    Imports neither transformers nor datasets: ``course.start`` calls it before
+    ``models.prepare_runtime`` imports Unsloth, which must come before transformers (and trl,
+    peft). A library imported already is quietened directly; one imported later reads the
+    setting at its import: transformers takes its bar switch from huggingface_hub's (which
+    ``transformers.utils.logging.disable_progress_bar`` turns off too), datasets from
+    ``HF_DATASETS_DISABLE_PROGRESS_BARS`` (set here unless the environment sets it)."""
+    import os
+
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     except ImportError:
         pass
-    try:
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
-        return
-    logger = logging.getLogger("transformers.trainer_utils")
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    else:
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    logger = logging.getLogger("transformers.trainer_utils")  # transformers uses this logger
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

@@ -80,3 +80,50 @@ def test_a_cpu_gets_neither():
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine")
     assert training_config.precision_flags() == {"use_cpu": True, "bf16": False, "fp16": False}
+
+
+# --------------------------------------------------------------------------- import order
+
+HEAVY = ("transformers", "trl", "peft", "datasets")
+# Imports the course's entry modules, then starts a GPU profile with a stand-in `unsloth`
+# that records which heavy libraries were imported before it (Unsloth warns when trl,
+# transformers or peft come first: its patches may not apply). The libraries imported after
+# it still have their progress bars off (progress.quiet_libraries).
+START = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import medreason_lib.course, medreason_lib.models, medreason_lib.progress
+import medreason_lib.profiles, medreason_lib.install, medreason_lib.paths
+after_import = [m for m in {heavy} if m in sys.modules]
+medreason_lib.course.start("import-order", profile="3b")
+import unsloth, datasets
+from transformers.utils import logging
+bars = [logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()]
+print(json.dumps({{"after_import": after_import, "before_unsloth": unsloth.SEEN, "bars": bars}}))
+"""
+
+
+def test_unsloth_is_imported_before_transformers_trl_peft_and_datasets(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "unsloth"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        f"import sys\nSEEN = [m for m in {HEAVY!r} if m in sys.modules]\n"
+    )
+    unset = ("MEDREASON_PROFILE", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env |= {"MEDREASON_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", START.format(heavy=HEAVY), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"after_import": [], "before_unsloth": [], "bars": [False, False]}
