@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from dataclasses import dataclass, field
 
 from .memory_specs import (  # noqa: F401  (re-exported: memory.SPECS, memory.GPUS, ...)
@@ -336,11 +337,24 @@ def plan(model: str, method: str, gpu=None, **overrides) -> MemoryPlan:
     return result
 
 
+STANDBY_ENV = "UNSLOTH_VLLM_STANDBY"
+
+
+def vllm_standby(profile) -> bool:
+    """Whether a GPU run of ``profile`` uses Unsloth's vLLM standby: where it uses vLLM, unless
+    ``UNSLOTH_VLLM_STANDBY`` is "0" (``models.prepare_runtime`` sets "1" before importing
+    Unsloth, and "0" when Unsloth was imported without it; unsloth_zoo's ``load_vllm`` reads
+    any value but "0" as on)."""
+    return bool(profile.use_vllm) and os.environ.get(STANDBY_ENV, "1") != "0"
+
+
 def plan_for_profile(profile, method: str = "grpo", gpu=None, bf16: bool | None = None):
     """``plan`` for a ``Profile`` object as it is, changed settings included (a profile made
-    with ``profile.replace(num_generations=4)`` is planned with 4 generations). ``bf16``:
-    whether the GPU has bf16 (None: from ``gpu``'s name, else assumed)."""
+    with ``profile.replace(num_generations=4)`` is planned with 4 generations), and vLLM
+    standby as the run will have it (``vllm_standby``). ``bf16``: whether the GPU has bf16
+    (None: from ``gpu``'s name, else assumed)."""
     settings = {k: getattr(profile, k) for k in DEFAULTS}
+    settings["vllm_standby"] = vllm_standby(profile)
     return plan(profile.model_id, method, gpu=gpu, bf16=bf16, **settings)
 
 

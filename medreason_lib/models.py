@@ -12,9 +12,10 @@ Two paths, chosen by the profile, never by the notebook:
 only. Unsloth patches trl and transformers when imported, so on a GPU it must come first:
 ``prepare_runtime`` (called by ``course.start``) imports it before anything else loads trl.
 
-The keyword arguments passed to Unsloth are built by small functions that return plain
-dicts (``unsloth_load_kwargs``, ``unsloth_peft_kwargs``), so the API-drift tests can check
-every keyword against the pinned Unsloth source without a GPU.
+The keyword arguments passed to Unsloth, peft and vLLM are built in ``model_kwargs`` by small
+functions that return plain dicts (``unsloth_load_kwargs``, ``unsloth_peft_kwargs``, ...,
+re-exported here), so the API-drift tests can check every keyword against the pinned sources
+without a GPU.
 """
 
 from __future__ import annotations
@@ -22,61 +23,45 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .memory import STANDBY_ENV
+from .model_kwargs import (  # noqa: F401  (re-exported: models.unsloth_load_kwargs, ...)
+    CPT_EMBEDDING_MODULES,
+    cpt_lora_config,
+    lora_config,
+    unsloth_cpt_load_kwargs,
+    unsloth_cpt_peft_kwargs,
+    unsloth_load_kwargs,
+    unsloth_peft_kwargs,
+    vllm_engine_kwargs,
+)
 from .profiles import Profile
 from .tiny import resolve_model_id
 
 
 def prepare_runtime(profile: Profile) -> None:
-    """Import Unsloth first on GPU profiles (it patches trl/transformers on import)."""
-    if not profile.is_tiny:
-        import unsloth  # noqa: F401  (GPU only: raises NotImplementedError without one)
+    """GPU profiles: Unsloth's environment, then ``import unsloth``, before anything imports
+    trl, transformers or peft (Unsloth patches them on import). Nothing on tiny profiles.
 
-
-def unsloth_load_kwargs(profile: Profile, model_name: str | None = None) -> dict:
-    """Arguments for ``FastLanguageModel.from_pretrained`` (Unsloth's GRPO notebooks' set).
-    ``gpu_memory_utilization`` (vLLM's share of the GPU) only when the profile uses vLLM."""
-    kwargs = {
-        "model_name": model_name or profile.model_id,
-        "max_seq_length": profile.max_seq_length,
-        "load_in_4bit": profile.load_in_4bit,
-        "fast_inference": profile.use_vllm,
-        "max_lora_rank": profile.lora_rank,
-        "random_state": profile.seed,
-    }
+    With vLLM, ``UNSLOTH_VLLM_STANDBY=1`` first, as Unsloth's GRPO notebooks set it (vLLM
+    frees its KV cache while training runs; unsloth_zoo reads it when imported, to turn off
+    PyTorch's expandable segments, which standby cannot run with). A value already in the
+    environment wins. Unsloth is imported once: after that its environment is fixed, so a
+    later call (another notebook's ``start`` in the same kernel) only records standby as
+    off ("0") when Unsloth came in without it, for the memory plan (``memory.vllm_standby``)."""
+    if profile.is_tiny:
+        return
+    if "unsloth" in sys.modules:
+        os.environ.setdefault(STANDBY_ENV, "0")
+        return
     if profile.use_vllm:
-        kwargs["gpu_memory_utilization"] = profile.gpu_memory_utilization
-    if profile.family == "gpt-oss":
-        kwargs["offload_embedding"] = True  # Unsloth's gpt-oss GRPO recipe: frees ~1 GB
-    return kwargs
-
-
-def unsloth_peft_kwargs(profile: Profile) -> dict:
-    """Arguments for ``FastLanguageModel.get_peft_model``."""
-    return {
-        "r": profile.lora_rank,
-        "target_modules": list(profile.lora_targets),
-        "lora_alpha": profile.lora_alpha,
-        "lora_dropout": 0.0,
-        "use_gradient_checkpointing": "unsloth",
-        "random_state": profile.seed,
-    }
-
-
-def lora_config(profile: Profile):
-    """The peft ``LoraConfig`` used on the tiny profiles (TRL attaches it)."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=profile.lora_rank,
-        lora_alpha=profile.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=list(profile.lora_targets),
-        task_type="CAUSAL_LM",
-    )
+        os.environ.setdefault(STANDBY_ENV, "1")
+    import unsloth  # noqa: F401  (GPU only: raises NotImplementedError without one)
 
 
 def _load_tiny(model_path: str):
@@ -347,16 +332,6 @@ def load_adapter_for_training(profile: Profile, *, base: str | Path, adapter: st
     return FastLanguageModel.from_pretrained(**kwargs)
 
 
-def vllm_engine_kwargs(profile: Profile, model_path: str | Path) -> dict:
-    """Arguments for ``vllm.LLM`` serving a merged model (after ``export``)."""
-    return {
-        "model": str(model_path),
-        "max_model_len": profile.max_seq_length,
-        "gpu_memory_utilization": profile.gpu_memory_utilization,
-        "seed": profile.seed,
-    }
-
-
 def load_vllm_engine(profile: Profile, model_path: str | Path):
     """vLLM's own engine on a merged 16-bit model (GPU only): the fastest evaluation path."""
     from vllm import LLM  # GPU only
@@ -373,36 +348,6 @@ def vllm_sampling_params(**kwargs):
 
 
 # --------------------------------------------------------------------------- continued pretraining
-CPT_EMBEDDING_MODULES = ("embed_tokens", "lm_head")
-
-
-def cpt_lora_config(profile: Profile, *, tied: bool):
-    """Tiny CPT: LoRA on the profile's targets, ``embed_tokens``/``lm_head`` trained in full
-    (``modules_to_save``) and kept one matrix where the model ties them (``tied``)."""
-    from peft import LoraConfig
-
-    targets, saved = list(profile.lora_targets), list(CPT_EMBEDDING_MODULES)
-    return LoraConfig(r=profile.lora_rank, lora_alpha=profile.lora_alpha, lora_dropout=0.0,
-                      target_modules=targets, modules_to_save=saved, ensure_weight_tying=tied,
-                      task_type="CAUSAL_LM")  # fmt: skip
-
-
-def unsloth_cpt_peft_kwargs(profile: Profile) -> dict:
-    """GPU CPT: ``unsloth_peft_kwargs`` plus ``embed_tokens``/``lm_head`` as targets (Unsloth
-    moves them to ``modules_to_save``) and rank-stabilised LoRA, as its CPT notebooks do."""
-    kwargs = unsloth_peft_kwargs(profile) | {"use_rslora": True}
-    kwargs["target_modules"] = [*kwargs["target_modules"], *CPT_EMBEDDING_MODULES]
-    return kwargs
-
-
-def unsloth_cpt_load_kwargs(profile: Profile, model_name: str | None = None) -> dict:
-    """``unsloth_load_kwargs`` for CPT: no vLLM engine (Unsloth refuses to train embeddings
-    beside one) and no embedding offload (the embedding trains)."""
-    kwargs = unsloth_load_kwargs(profile.replace(use_vllm=False), model_name)
-    kwargs.pop("offload_embedding", None)
-    return kwargs
-
-
 def load_for_cpt(profile: Profile, *, base: str | Path | None = None):
     """``(model, tokenizer)`` for continued pretraining, LoRA attached (``cpt_lora_config`` on
     tiny, ``unsloth_cpt_*_kwargs`` on a GPU), in train mode, right padding."""

@@ -216,7 +216,7 @@ def test_lora_config_keywords_are_loraconfig_fields(course):
     call in our own source, and checked against peft's dataclass fields."""
     from peft import LoraConfig, TaskType
 
-    (call,) = course.function("medreason_lib/models.py", "lora_config").calls("LoraConfig")
+    (call,) = course.function("medreason_lib/model_kwargs.py", "lora_config").calls("LoraConfig")
     passed = {k.arg for k in call.keywords}
     assert None not in passed and not call.args, "lora_config should pass keywords only"
     fields = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
@@ -460,3 +460,15 @@ def test_unsloth_still_decides_bf16_by_compute_capability(unsloth):
     )
     refusal = "Model is in float16 precision but you want to use bfloat16 precision"
     assert refusal in unsloth.read(RL)
+
+
+def test_unsloth_zoo_reads_vllm_standby_at_import_and_at_load(zoo):
+    """What ``models.prepare_runtime`` and ``memory.vllm_standby`` follow: unsloth_zoo drops
+    PyTorch's expandable segments at import when UNSLOTH_VLLM_STANDBY is "1" (standby's
+    allocator refuses them), and ``load_vllm`` turns standby on for any value but "0"."""
+    init = zoo.read("unsloth_zoo/__init__.py")
+    assert 'elif os.environ.get("UNSLOTH_VLLM_STANDBY", "0") == "1":' in init
+    assert "expandable_segments" in init
+    standby = 'unsloth_vllm_standby or (os.getenv("UNSLOTH_VLLM_STANDBY", "0") != "0")'
+    assert any(standby in line for line in _lines(zoo, ZOO_VLLM))
+    assert zoo.function(ZOO_VLLM, "load_vllm").mentions("unsloth_vllm_standby")

@@ -127,3 +127,74 @@ def test_unsloth_is_imported_before_transformers_trl_peft_and_datasets(tmp_path)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"after_import": [], "before_unsloth": [], "bars": [False, False]}
+
+
+# --------------------------------------------------------------------------- Unsloth's runtime
+
+STANDBY = "UNSLOTH_VLLM_STANDBY"
+
+
+@pytest.fixture
+def fake_unsloth(tmp_path, monkeypatch):
+    """A stand-in ``unsloth`` package that records the environment it was imported with and
+    how often it was imported; removed from ``sys.modules`` afterwards."""
+    import sys
+
+    package = tmp_path / "fake" / "unsloth"
+    package.mkdir(parents=True)
+    counter = tmp_path / "imports"
+    counter.write_text("")
+    (package / "__init__.py").write_text(
+        "import os\n"
+        f"STANDBY = os.environ.get({STANDBY!r})\n"
+        f"with open({str(counter)!r}, 'a') as f:\n    f.write('x')\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "unsloth", raising=False)
+    monkeypatch.setenv(STANDBY, "")  # recorded: teardown restores the original state
+    monkeypatch.delenv(STANDBY)
+    yield lambda: len(counter.read_text())
+    sys.modules.pop("unsloth", None)
+
+
+def test_a_vllm_profile_imports_unsloth_with_vllm_standby_on(fake_unsloth):
+    import sys
+
+    from medreason_lib import memory, models
+
+    models.prepare_runtime(PROFILES["3b"])
+    assert sys.modules["unsloth"].STANDBY == "1" and fake_unsloth() == 1
+    assert memory.vllm_standby(PROFILES["3b"])
+    assert memory.plan_for_profile(PROFILES["3b"]).settings["vllm_standby"] is True
+    models.prepare_runtime(PROFILES["3b"])  # another notebook's start() in the same kernel
+    assert fake_unsloth() == 1
+
+
+def test_standby_follows_the_profile_and_an_explicit_setting(fake_unsloth, monkeypatch):
+    import os
+    import sys
+
+    from medreason_lib import memory, models
+
+    models.prepare_runtime(TINY)  # tiny: nothing of the GPU stack
+    assert "unsloth" not in sys.modules and STANDBY not in os.environ
+    monkeypatch.setenv(STANDBY, "0")  # the learner's choice wins
+    models.prepare_runtime(PROFILES["3b"])
+    assert sys.modules["unsloth"].STANDBY == "0" and not memory.vllm_standby(PROFILES["3b"])
+
+
+def test_unsloth_imported_without_standby_keeps_it_off(fake_unsloth):
+    """Standby needs Unsloth imported with it (unsloth_zoo turns off PyTorch's expandable
+    segments at import, and vLLM's standby allocator refuses them): once Unsloth is in, a
+    vLLM profile started later in the same process must not switch it on."""
+    import os
+    import sys
+
+    from medreason_lib import memory, models
+
+    models.prepare_runtime(PROFILES["20b"])  # gpt-oss: no vLLM
+    assert sys.modules["unsloth"].STANDBY is None
+    models.prepare_runtime(PROFILES["3b"])
+    assert fake_unsloth() == 1 and os.environ.get(STANDBY) == "0"
+    assert not memory.vllm_standby(PROFILES["3b"])
+    assert memory.plan_for_profile(PROFILES["3b"]).settings["vllm_standby"] is False
