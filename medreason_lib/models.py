@@ -218,6 +218,13 @@ def _detach(model) -> None:
     if engine is not None:
         from unsloth_zoo.vllm_utils import delete_vllm  # GPU only
 
+        # vLLM's in-process engine holds its executor (weights, KV cache) twice:
+        # ``llm_engine.model_executor``, which delete_vllm deletes, is set from
+        # ``llm_engine.engine_core.engine_core.model_executor`` (vllm/v1/engine/llm_engine.py).
+        llm_engine = getattr(engine, "llm_engine", None)
+        core = getattr(getattr(llm_engine, "engine_core", None), "engine_core", None)
+        if getattr(core, "model_executor", None) is not None:
+            core.model_executor = None  # None, not del: EngineCore.shutdown reads it
         delete_vllm(engine)
 
 
@@ -281,9 +288,18 @@ def release(obj) -> None:
 
 def close_trainer(trainer, *, keep_model: bool = False):
     """Drop what a finished trainer holds on the GPU: its optimizer and scheduler, the
-    accelerator's references, and (unless ``keep_model``) its model. Returns the model when
-    ``keep_model`` (to evaluate it in place), else None."""
+    accelerator's references, its references to the vLLM engine (TRL 1.15's
+    ``trainer.vllm_generation``, whose ``llm`` Unsloth sets to ``model.vllm_engine``, and
+    Unsloth's ``trainer.llm``) and (unless ``keep_model``) its model, engine included.
+    Returns the model when ``keep_model`` (to evaluate it in place, its engine with it), else
+    None."""
     model = trainer.model if keep_model else None
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is not None:  # it holds the engine, the model and Unsloth's load_lora
+        for name in ("llm", "model", "_unsloth_load_lora"):
+            if hasattr(generation, name):
+                setattr(generation, name, None)
+        trainer.vllm_generation = None
     if not keep_model and trainer.model is not None:
         _detach(trainer.model)
         _hollow(trainer.model)

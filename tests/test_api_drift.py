@@ -472,3 +472,25 @@ def test_unsloth_zoo_reads_vllm_standby_at_import_and_at_load(zoo):
     standby = 'unsloth_vllm_standby or (os.getenv("UNSLOTH_VLLM_STANDBY", "0") != "0")'
     assert any(standby in line for line in _lines(zoo, ZOO_VLLM))
     assert zoo.function(ZOO_VLLM, "load_vllm").mentions("unsloth_vllm_standby")
+
+
+def test_the_vllm_engines_references_that_close_trainer_drops(unsloth, zoo):
+    """``models._detach`` and ``close_trainer`` drop what these still hold: unsloth_zoo's
+    ``delete_vllm`` deletes ``llm.llm_engine.model_executor`` only (not the engine core's);
+    TRL 1.15 keeps the engine as ``trainer.vllm_generation.llm`` and the model as its
+    ``model``; Unsloth puts ``model.vllm_engine`` there and keeps ``model.load_lora`` too."""
+    import inspect
+
+    from trl.generation.vllm_generation import VLLMGeneration
+    from trl.trainer.grpo_trainer import GRPOTrainer
+
+    delete = zoo.function(ZOO_VLLM, "delete_vllm")
+    deleted = [ast.unparse(t) for n in ast.walk(delete.node) if isinstance(n, ast.Delete)
+               for t in n.targets]  # fmt: skip
+    assert "llm.llm_engine.model_executor" in deleted and not delete.mentions("engine_core")
+    assert "self.model = model" in inspect.getsource(VLLMGeneration.__init__)
+    assert "self.llm = LLM(" in inspect.getsource(VLLMGeneration._init_vllm)
+    assert "self.vllm_generation = VLLMGeneration(" in inspect.getsource(GRPOTrainer.__init__)
+    patch = unsloth.read("unsloth/models/rl_replacements.py")
+    assert "self.llm = model.vllm_engine" in patch
+    assert "self._unsloth_load_lora = model.load_lora" in patch

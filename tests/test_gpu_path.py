@@ -198,3 +198,110 @@ def test_unsloth_imported_without_standby_keeps_it_off(fake_unsloth):
     assert fake_unsloth() == 1 and os.environ.get(STANDBY) == "0"
     assert not memory.vllm_standby(PROFILES["3b"])
     assert memory.plan_for_profile(PROFILES["3b"]).settings["vllm_standby"] is False
+
+
+# --------------------------------------------------------------------------- freeing vLLM
+
+
+class Executor:
+    """Stands for vLLM's model executor: the workers, the weights and the KV cache."""
+
+
+def fake_engine():
+    """The shape of vLLM's in-process ``LLM``: the executor is held twice, as
+    ``llm_engine.model_executor`` and ``llm_engine.engine_core.engine_core.model_executor``
+    (vllm/v1/engine/llm_engine.py: ``self.model_executor =
+    self.engine_core.engine_core.model_executor`` when not multiprocessing)."""
+    from types import SimpleNamespace
+
+    class LLM:
+        pass
+
+    executor = Executor()
+    core = SimpleNamespace(engine_core=SimpleNamespace(model_executor=executor))
+    engine = LLM()
+    engine.llm_engine = SimpleNamespace(model_executor=executor, engine_core=core)
+    return engine, executor
+
+
+@pytest.fixture
+def fake_zoo(monkeypatch):
+    """``unsloth_zoo.vllm_utils.delete_vllm`` as the pinned one does it (test_api_drift checks
+    that): delete ``llm.llm_engine.model_executor``, then collect."""
+    import gc
+    import sys
+    from types import ModuleType
+
+    def delete_vllm(llm=None):
+        if llm is not None:
+            del llm.llm_engine.model_executor
+        gc.collect()
+
+    zoo, utils = ModuleType("unsloth_zoo"), ModuleType("unsloth_zoo.vllm_utils")
+    utils.delete_vllm, zoo.vllm_utils = delete_vllm, utils
+    monkeypatch.setitem(sys.modules, "unsloth_zoo", zoo)
+    monkeypatch.setitem(sys.modules, "unsloth_zoo.vllm_utils", utils)
+
+
+def _unsloth_model(engine):
+    """A module with the engine where Unsloth puts it (``model.vllm_engine``)."""
+    model = torch.nn.Linear(2, 2)
+    model.vllm_engine = engine
+    return model
+
+
+def test_closing_drops_both_references_to_the_executor(fake_zoo):
+    """Even while something outside still holds the engine, its executor is freed."""
+    import gc
+    import weakref
+
+    from medreason_lib import models
+
+    engine, executor = fake_engine()
+    gone = weakref.ref(executor)
+    del executor
+    models.EvalModel(_unsloth_model(engine), tokenizer=None).close()
+    gc.collect()
+    assert gone() is None, "the executor outlived close(): a reference to it is left"
+    assert engine is not None  # held here, as a library's list might
+
+
+def _grpo_trainer(model, engine):
+    """What TRL 1.15's GRPOTrainer holds with vLLM under Unsloth: ``vllm_generation`` (trl/
+    generation/vllm_generation.py) with ``llm`` (Unsloth sets it to ``model.vllm_engine``),
+    ``model`` and Unsloth's ``_unsloth_load_lora``; and Unsloth's own ``trainer.llm``."""
+    from types import SimpleNamespace
+
+    generation = SimpleNamespace(llm=engine, model=model, _unsloth_load_lora=lambda: model)
+    accelerator = SimpleNamespace(free_memory=lambda: None)
+    return SimpleNamespace(model=model, llm=engine, vllm_generation=generation,
+                           optimizer=object(), accelerator=accelerator)  # fmt: skip
+
+
+def test_close_trainer_lets_go_of_trls_engine(fake_zoo):
+    import gc
+    import weakref
+
+    from medreason_lib import models
+
+    engine, executor = fake_engine()
+    alive = weakref.ref(engine)
+    trainer = _grpo_trainer(_unsloth_model(engine), engine)
+    generation = trainer.vllm_generation
+    del engine, executor
+    models.close_trainer(trainer)
+    gc.collect()
+    assert alive() is None, "a trainer closed without keep_model still holds the vLLM engine"
+    assert generation.llm is None and generation.model is None
+
+
+def test_close_trainer_keeping_the_model_keeps_its_engine(fake_zoo):
+    """keep_model: the model and its engine evaluate in place; only the trainer lets go."""
+    from medreason_lib import models
+
+    engine, _ = fake_engine()
+    trainer = _grpo_trainer(_unsloth_model(engine), engine)
+    generation = trainer.vllm_generation
+    model = models.close_trainer(trainer, keep_model=True)
+    assert model.vllm_engine is engine and engine.llm_engine.model_executor is not None
+    assert trainer.vllm_generation is None and generation.llm is None and trainer.llm is None
