@@ -57,6 +57,22 @@ def lora_config(profile: Profile):
     )
 
 
+def vllm_server_refusal(profile: Profile) -> str | None:
+    """Why TRL's vLLM server mode cannot train ``profile`` (None: it can). TRL sends the
+    ``trl vllm-serve`` server the training model's weights as they are after every step: with
+    a bitsandbytes 4-bit base that is packed uint8 data of another shape, not weights the
+    server can load."""
+    if not profile.load_in_4bit:
+        return None
+    return (
+        f"vLLM server mode: profile {profile.name!r} loads its base in 4-bit, and TRL would send "
+        "the server packed 4-bit (uint8) weights it cannot load. Use colocate mode (drop "
+        "--vllm-server: the profile's own vLLM engine) or a 16-bit base, about 4x the weights' "
+        "memory: training.train(profile.replace(load_in_4bit=False, use_vllm=False), "
+        "**cli.vllm_server_overrides(url))"
+    )
+
+
 def vllm_engine_kwargs(profile: Profile, model_path: str | Path) -> dict:
     """Arguments for ``vllm.LLM`` serving a merged model (after ``export``)."""
     return {

@@ -40,6 +40,7 @@ from datasets import Dataset
 
 from .install import read_gpu
 from .memory import plan_for_profile
+from .model_kwargs import vllm_server_refusal
 from .profiles import TRACKERS, Profile
 from .training_mix import build_training_mix
 
@@ -280,6 +281,9 @@ def grpo_settings(profile: Profile, output_dir: str | Path, **overrides) -> dict
         # costs ~10% of a step on a CPU and gives the same numbers
         settings["gradient_checkpointing"] = False
     settings.update(overrides)
+    refusal = vllm_server_refusal(profile)
+    if settings.get("use_vllm") and settings.get("vllm_mode") == "server" and refusal:
+        raise ConfigError(refusal)
     return settings
 
 

@@ -151,11 +151,14 @@ def test_export_fails_when_the_adapter_did_not_train(tmp_path, monkeypatch, caps
 
 def test_train_with_a_vllm_server_passes_trls_server_settings(monkeypatch, tmp_path):
     """``--vllm-server`` turns the in-process engine off and TRL's server mode on; GRPOConfig
-    accepts the settings (the run itself needs two GPUs, which the tests do not have)."""
-    from medreason_lib import training
+    accepts the settings (the run itself needs two GPUs, which the tests do not have). The
+    base is 16-bit here: with a 4-bit one the command refuses (next test)."""
+    from medreason_lib import profiles, training
     from medreason_lib.training_config import grpo_config
 
     monkeypatch.setenv("MEDREASON_PROFILE", "tiny")  # restored after: --profile sets it
+    sixteen_bit = profiles.PROFILES["3b"].replace(load_in_4bit=False)
+    monkeypatch.setitem(profiles.PROFILES, "3b", sixteen_bit)
     calls = []
     finished = SimpleNamespace(global_step=1, train_seconds=1.0, run_dir=tmp_path,
                                adapter_dir=tmp_path / "adapter", base_model="base")  # fmt: skip
@@ -173,6 +176,28 @@ def test_train_with_a_vllm_server_passes_trls_server_settings(monkeypatch, tmp_p
     assert kwargs["vllm_server_base_url"] == "http://localhost:8000"
     config = grpo_config(profile, tmp_path, **cli.vllm_server_overrides("http://localhost:8000"))
     assert (config.use_vllm, config.vllm_mode) == (True, "server")
+
+
+def test_vllm_server_with_a_4bit_base_is_refused_saying_what_to_do(capsys, monkeypatch):
+    """TRL's server mode sends the server the training model's weights as they are: with a
+    bitsandbytes 4-bit base, packed uint8 data of another shape. Refused before anything
+    loads, in one line that names both ways out."""
+    from medreason_lib import training
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.training_config import ConfigError, grpo_settings
+
+    monkeypatch.setenv("MEDREASON_PROFILE", "tiny")
+    monkeypatch.setattr(cli, "_start", lambda args: pytest.fail("started before refusing"))
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained"))
+    assert cli.main(["train", "--profile", "3b", "--vllm-server", "http://x:8000"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "4-bit" in err
+    assert "drop --vllm-server" in err and "load_in_4bit=False" in err
+    server = cli.vllm_server_overrides("http://x:8000")
+    four_bit = PROFILES["3b"].replace(use_vllm=False)
+    with pytest.raises(ConfigError, match="load_in_4bit=False"):  # the Python API too
+        grpo_settings(four_bit, "out", **server)
+    assert grpo_settings(four_bit.replace(load_in_4bit=False), "out", **server)["vllm_mode"]
 
 
 def test_vllm_server_on_tiny_is_refused(capsys, monkeypatch):
