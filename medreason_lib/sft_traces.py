@@ -51,6 +51,9 @@ STAGES = ("untrained", "after SFT", "after SFT + GRPO")
 # and writing no template at all.
 TINY_STEPS = 100
 TINY_LEARNING_RATE = 3e-3
+# Rows longer than max_seq_length are cut there: refuse when more than this share would be,
+# as training_config.filter_long_prompts refuses a mix that loses over max_prompt_drop_share.
+MAX_CUT_SHARE = 0.2
 
 
 def default_dir(profile: Profile) -> Path:
@@ -74,6 +77,48 @@ def trace_sft_data(
         raise ValueError(f"every one of the {len(traces)} traces overlaps an evaluation set")
     rows = sft_rows(kept, profile.family, dict(profile.chat_template_kwargs))
     return rows, kept, contamination
+
+
+def trace_lengths(rows: Dataset, tokenizer) -> list[int]:
+    """Tokens of each SFT row as TRL's ``SFTTrainer`` renders it before cutting it: prompt
+    plus completion through the chat template, with the row's ``chat_template_kwargs``."""
+    lengths = []
+    for row in rows:
+        kwargs = row.get("chat_template_kwargs") or {}
+        conversation = row["prompt"] + row["completion"]
+        rendered = tokenizer.apply_chat_template(
+            conversation, tokenize=True, return_dict=True, **kwargs
+        )
+        lengths.append(len(rendered["input_ids"]))
+    return lengths
+
+
+def check_trace_lengths(
+    lengths: list[int], profile: Profile, max_cut_share: float = MAX_CUT_SHARE
+) -> int:
+    """How many rows ``profile.max_seq_length`` cuts (TRL keeps each row's start: the end of a
+    long trace, its answer included, is not learned). Prints a line when any is cut; raises
+    ``ConfigError`` when more than ``max_cut_share`` of the rows are."""
+    from .training_config import ConfigError
+
+    limit = profile.max_seq_length
+    cut = [n for n in lengths if n > limit]
+    if not cut:
+        return 0
+    share, longest = len(cut) / len(lengths), max(cut)
+    print(
+        f"SFT on traces: {len(cut)} of {len(lengths)} rows are longer than max_seq_length "
+        f"{limit} tokens (longest {longest}): their ends, answers included, are cut off"
+    )
+    if share > max_cut_share:
+        raise ConfigError(
+            f"{share:.0%} of the trace rows ({len(cut)} of {len(lengths)}, longest {longest} "
+            f"tokens) are longer than max_seq_length={limit} (profile {profile.name!r}) and would "
+            f"lose their ends, answers included; the limit is max_cut_share={max_cut_share:.0%}. "
+            "Raise max_seq_length (profile.replace(max_seq_length=...)), train on shorter "
+            "traces, or pass a larger max_cut_share to run_trace_sft"
+        )
+    return len(cut)
 
 
 def default_steps(profile: Profile, n_rows: int) -> int:
@@ -134,16 +179,20 @@ def run_trace_sft(
     *,
     steps: int | None = None,
     force: bool = False,
+    max_cut_share: float = MAX_CUT_SHARE,
 ) -> TraceSFT:
     """Supervised fine-tuning on ``rows`` (``trace_sft_data``), saved in ``output_dir``
     (default ``default_dir(profile) / "sft"``); see the module docstring. Reuses a finished
     one with the same stamp unless ``force``. The trainer and model are freed on return.
     A row longer than ``profile.max_seq_length`` tokens is cut there by TRL (``max_length``):
-    the end of a long trace, its answer included, is then not learned."""
+    the end of a long trace, its answer included, is then not learned. Before training it
+    says how many rows are cut, and refuses when more than ``max_cut_share`` of them are
+    (``check_trace_lengths``)."""
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import use_course_progress
-    from .models import close_trainer, free_memory, load_for_training
+    from .models import close_trainer, free_memory, load_for_training, release
+    from .training_config import ConfigError
     from .trl_compat import install_cpu_logprob_fallback
 
     out = Path(output_dir) if output_dir else default_dir(profile) / "sft"
@@ -169,6 +218,11 @@ def run_trace_sft(
     # tiny: the peft config is not used (full fine-tuning); GPU: Unsloth's 4-bit model with
     # the profile's LoRA, without a vLLM engine (SFT generates nothing)
     model, tokenizer, _ = load_for_training(profile.replace(use_vllm=False))
+    try:
+        check_trace_lengths(trace_lengths(rows, tokenizer), profile, max_cut_share)
+    except ConfigError:
+        release(model)
+        raise
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(**settings),

@@ -239,6 +239,35 @@ def test_sft_lowers_the_loss_and_grpo_starts_from_its_weights(tmp_path, one_thre
             assert torch.equal(base[key], tensor), name
 
 
+def test_rows_cut_by_the_sequence_budget_are_reported_and_too_many_refused(
+    tmp_path, monkeypatch, capsys
+):
+    """TRL cuts a row at ``max_length`` (the profile's ``max_seq_length``) and keeps its start:
+    the end of a long trace, its answer included, is not learned. The bundled rows are 103 to
+    180 tokens with the tiny tokenizer (as TRL's SFTTrainer renders them): at 160, 5 of 44 are
+    cut (reported); at 140, 16 of 44 (36%, refused before the trainer is built)."""
+    import trl
+
+    from medreason_lib import models, sft_traces
+    from medreason_lib.training_config import ConfigError
+
+    rows, _, _ = sft_traces.trace_sft_data(TINY)
+    _, tokenizer, _ = models.load_for_training(TINY)
+    lengths = sft_traces.trace_lengths(rows, tokenizer)
+    assert (len(lengths), min(lengths), max(lengths)) == (44, 103, 180)
+    capsys.readouterr()
+    assert sft_traces.check_trace_lengths(lengths, TINY) == 0  # 384: nothing cut, nothing said
+    assert capsys.readouterr().out == ""
+    assert sft_traces.check_trace_lengths(lengths, TINY.replace(max_seq_length=160)) == 5
+    out = capsys.readouterr().out
+    assert "5 of 44" in out and "longest 180" in out and "max_seq_length 160" in out
+    monkeypatch.setattr(trl, "SFTTrainer", lambda **kw: pytest.fail("built a trainer"))
+    with pytest.raises(ConfigError, match=r"36% .*16 of 44.*longest 180.*max_seq_length=140"):
+        sft_traces.run_trace_sft(TINY.replace(max_seq_length=140), rows, tmp_path / "s", force=True)
+    with pytest.raises(ConfigError, match="max_cut_share"):  # the share is a setting
+        sft_traces.check_trace_lengths(lengths, TINY.replace(max_seq_length=160), max_cut_share=0.1)
+
+
 def test_gpu_sft_trains_q3x1_qlora_without_vllm_and_merges_for_grpo(tmp_path, monkeypatch):
     """The GPU path with Unsloth and TRL replaced by recorders (no GPU here): the model is
     loaded without a vLLM engine with Q3X1's LoRA, the adapter is saved, then merged into
@@ -271,9 +300,16 @@ def test_gpu_sft_trains_q3x1_qlora_without_vllm_and_merges_for_grpo(tmp_path, mo
         def save_model(self, folder):
             seen["adapter"] = folder
 
+    class Tokenizer:  # every row fits: 10 tokens
+        def apply_chat_template(self, conversation, **kwargs):
+            seen["template_kwargs"] = kwargs
+            return {"input_ids": [0] * 10}
+
+    tokenizer = Tokenizer()
+
     def load(profile, base=None):
         seen["profile"] = profile
-        return Model(), "tokenizer", None
+        return Model(), tokenizer, None
 
     monkeypatch.setattr(models, "load_for_training", load)
     monkeypatch.setattr(models, "close_trainer", lambda trainer: None)
@@ -286,7 +322,8 @@ def test_gpu_sft_trains_q3x1_qlora_without_vllm_and_merges_for_grpo(tmp_path, mo
     assert not loaded.use_vllm and (loaded.lora_rank, loaded.lora_alpha) == (128, 256)
     assert "id" not in seen["columns"] and "chat_template_kwargs" in seen["columns"]
     assert seen["adapter"] == str(tmp_path / "sft/adapter")
-    assert seen["merged"] == (str(tmp_path / "sft"), "tokenizer", "merged_16bit")
+    assert seen["merged"] == (str(tmp_path / "sft"), tokenizer, "merged_16bit")
+    assert seen["template_kwargs"]["enable_thinking"] is False  # the row's, as TRL renders it
     assert result.model_dir == tmp_path / "sft" and result.adapter_dir == tmp_path / "sft/adapter"
     assert result.losses == [(1, 2.0), (2, 1.5)]
     with pytest.raises(ValueError, match="steps must be at least 1"):
