@@ -1,13 +1,13 @@
 """``python -m medreason_lib doctor``: is this runtime ready for the course, and if not, why.
 
 One line per fact: the GPU (name, memory, compute capability), the driver and the CUDA
-versions, bf16 support, the versions of torch, transformers, trl, peft, unsloth, vllm and
-bitsandbytes against the course's pins (``requirements*.txt``, read by ``install.read_pins``),
-free disk space, whether ``HF_TOKEN`` is set (never its value), whether the hub can be
-reached, and the profile this runtime would pick with the memory planner's verdict (its plan
-times ``1 + memory.margin()`` against the GPU). Then one line per problem with its fix; the
-exit status is 1 when there is one. Warnings (no token, a tight disk) say what to do but do
-not fail.
+versions, bf16 support, the versions of torch, transformers, trl, peft, unsloth, unsloth_zoo,
+vllm, vllm-bnb-plugin (a 4-bit base with vLLM needs it) and bitsandbytes against the course's
+pins (``requirements*.txt``, read by ``install.read_pins``), free disk space, whether
+``HF_TOKEN`` is set (never its value), whether the hub can be reached, and the profile this
+runtime would pick with the memory planner's verdict (its plan times ``1 + memory.margin()``
+against the GPU). Then one line per problem with its fix; the exit status is 1 when there is
+one. Warnings (no token, a tight disk) say what to do but do not fail.
 
 It reads the GPU with ``nvidia-smi`` (``install.read_gpu``) and package versions from their
 metadata: it never imports torch or initialises CUDA, so it runs on any machine. The checks
@@ -34,7 +34,11 @@ from . import install, memory, prefetch
 from .install import CUDA13_MIN_DRIVER, GpuFacts, UnsupportedRuntime
 from .profiles import ENV_VAR, PROFILES, Profile, gpu_memory_gb, profile_for_gpu
 
-PACKAGES = ("torch", "transformers", "trl", "peft", "unsloth", "vllm", "bitsandbytes")
+# names as requirements*.txt spell them
+PACKAGES = ("torch", "transformers", "trl", "peft", "unsloth", "unsloth_zoo", "vllm",
+            "vllm-bnb-plugin", "bitsandbytes")  # fmt: skip
+BNB_PLUGIN = "vllm-bnb-plugin"  # vLLM >= 0.28 loads bitsandbytes 4-bit weights only with it
+FACT_WIDTH = 17  # the name column of the fact lines
 BF16_MIN_COMPUTE = (8, 0)  # Ampere; a T4 (7.5) has none
 TINY_DISK_GB = 1.0  # the tiny model, runs and reports: an allowance (they take a few MB)
 DATASETS_DISK_GB = 3.0  # the datasets a GPU profile reads, prepared: an allowance, not measured
@@ -87,7 +91,7 @@ class Diagnosis:
         return not self.problems
 
     def fact(self, name: str, value: str) -> None:
-        self.lines.append(f"{name:<14}{value}")
+        self.lines.append(f"{name:<{FACT_WIDTH}}{value}")
 
     def problem(self, what: str, fix: str, *, fatal: bool = True) -> None:
         self.findings.append(Finding(what, fix, fatal))
@@ -275,7 +279,10 @@ def _check_packages(d, facts: Facts, profile: Profile, pins, plan) -> None:
     core, gpu_pins = pins
     on_gpu = facts.gpu is not None and not profile.is_tiny
     wanted = {r.split("==")[0] for r in plan.requirements} if plan else set()
-    skipped = plan.skipped if plan else {}
+    skipped = dict(plan.skipped) if plan else {}
+    if BNB_PLUGIN in wanted and not profile.load_in_4bit:  # installed with vLLM, unused
+        wanted.discard(BNB_PLUGIN)
+        skipped[BNB_PLUGIN] = f"profile {profile.name!r} loads 16-bit weights"
     for name in PACKAGES:
         have, pin = facts.versions.get(name), core.get(name) or gpu_pins.get(name)
         in_core = name in core

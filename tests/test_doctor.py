@@ -36,7 +36,7 @@ def facts(gpu=T4, memory_gb=15.0, **changes) -> doctor.Facts:
 
 
 def lines(d: doctor.Diagnosis) -> dict[str, str]:
-    return {ln[:14].strip(): ln[14:] for ln in d.lines}
+    return {ln[: doctor.FACT_WIDTH].strip(): ln[doctor.FACT_WIDTH :] for ln in d.lines}
 
 
 def problem_lines(d: doctor.Diagnosis) -> list[str]:
@@ -80,6 +80,33 @@ def test_a_mismatched_vllm_names_the_pin_and_the_fix():
     assert "Fix: pip uninstall -y vllm" in line and "T4 recipe" in line
 
 
+def test_unsloth_zoo_and_the_bitsandbytes_plugin_are_checked(monkeypatch):
+    """unsloth_zoo is half of Unsloth (pinned with it); vllm-bnb-plugin is what vLLM >= 0.28
+    needs for a 4-bit base with fast_inference (unsloth_zoo raises without it)."""
+    assert {"unsloth_zoo", "vllm-bnb-plugin"} <= set(doctor.PACKAGES)
+    l4 = dict(gpu=L4, memory_gb=22.5)
+    d = doctor.diagnose(facts(**l4))
+    assert d.ok, str(d)
+    assert (
+        lines(d)["unsloth_zoo"] == f"{PINNED['unsloth_zoo']} (GPU pin {PINNED['unsloth_zoo']}) ok"
+    )
+    assert lines(d)["vllm-bnb-plugin"].endswith(" ok")
+    (line,) = problem_lines(doctor.diagnose(facts(**l4, versions={"unsloth_zoo": None})))
+    assert line.startswith("PROBLEM: unsloth_zoo is not installed (requirements-gpu.txt pins")
+    (line,) = problem_lines(doctor.diagnose(facts(**l4, versions={"unsloth_zoo": "2026.1.1"})))
+    assert f"unsloth_zoo 2026.1.1 is installed, the course pins {PINNED['unsloth_zoo']}" in line
+    (line,) = problem_lines(doctor.diagnose(facts(**l4, versions={"vllm-bnb-plugin": None})))
+    assert line.startswith("PROBLEM: vllm-bnb-plugin is not installed")
+    # only a 4-bit base with vLLM needs it: not on a T4 (no vLLM), not with a 16-bit base
+    d = doctor.diagnose(facts(versions={"vllm-bnb-plugin": None}))
+    assert d.ok and "not needed here" in lines(d)["vllm-bnb-plugin"]
+    from medreason_lib.profiles import PROFILES
+
+    monkeypatch.setitem(PROFILES, "3b", PROFILES["3b"].replace(load_in_4bit=False))
+    d = doctor.diagnose(facts(**l4, versions={"vllm-bnb-plugin": None}))
+    assert d.ok and "16-bit" in lines(d)["vllm-bnb-plugin"], str(d)
+
+
 def test_a_driver_below_580_is_refused_with_the_install_advice():
     d = doctor.diagnose(facts(gpu=GpuFacts("Tesla T4", "550.54.15", (7, 5)), cuda_driver="12.4"))
     (line,) = problem_lines(d)
@@ -108,7 +135,7 @@ def test_missing_token_is_a_warning_and_a_token_is_never_shown(monkeypatch, tmp_
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     gathered = doctor.gather("tiny", check_hub=False)
     text = str(doctor.diagnose(gathered))
-    assert gathered.hf_token and "HF_TOKEN      set (not shown)" in text
+    assert gathered.hf_token and f"{'HF_TOKEN':<{doctor.FACT_WIDTH}}set (not shown)" in text
     assert "secretTOKEN" not in text and "secretTOKEN" not in repr(gathered)
 
 
@@ -197,13 +224,14 @@ def test_the_real_doctor_on_this_cpu_machine():
     done = _run(MEDREASON_PROFILE="tiny", HF_TOKEN="hf_doNotPrintMe")
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout.splitlines()
-    labels = [ln[:14].strip() for ln in out[:-1] if not ln.startswith(("PROBLEM", "warning"))]
+    width = doctor.FACT_WIDTH
+    labels = [ln[:width].strip() for ln in out[:-1] if not ln.startswith(("PROBLEM", "warning"))]
     expected = ["GPU", "driver/CUDA", "bf16", *doctor.PACKAGES, "disk", "HF_TOKEN", "hub",
                 "profile", "memory plan"]  # fmt: skip
     assert labels == expected, done.stdout
     assert out[-1] == "profile 'tiny': ready" and "doNotPrintMe" not in done.stdout
     assert re.search(r"^disk +\d+\.\d GB free at ", done.stdout, re.M)
-    assert "hub           offline (HF_HUB_OFFLINE=1)" in done.stdout
+    assert f"{'hub':<{width}}offline (HF_HUB_OFFLINE=1)" in done.stdout
     for name in ("transformers", "trl", "peft"):
         assert re.search(rf"^{name} +{re.escape(CORE[name])} \(course pin ", done.stdout, re.M)
     # a GPU profile on this machine: exit status 1, one line per problem with its fix
