@@ -18,12 +18,14 @@ STAMP   := $(VENV)/.medreason-installed
 WORKERS ?= 2
 XDIST   := $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS))
 
-.PHONY: setup course test test-slow test-durations lint format bench clean help wheels \
-        gpu-wheels
+.PHONY: setup course test rehearse test-slow test-durations lint format bench clean help \
+        wheels gpu-wheels
 
 help:
 	@echo "make course    run every notebook in order under the profile that fits this machine"
 	@echo "make test      unit tests + every notebook under pytest --nbmake (tiny profile)"
+	@echo "make rehearse  every notebook as Colab (CPU, T4, L4, A100) and an H100 would run it,"
+	@echo "               on this CPU, with stand-ins for the GPU stack (RUNTIMES=\"colab-t4 h100\")"
 	@echo "make setup     create .venv and install the pinned stack (CPU or GPU)"
 	@echo "make lint      ruff check + format check;  make format  rewrites"
 	@echo "make test-slow the expensive tests kept out of the default run"
@@ -76,6 +78,15 @@ test: $(STAMP) wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests --nbmake notebooks $(XDIST)
+
+# Every notebook, setup cell included, as each runtime would run it (tools/rehearsal): a
+# simulated GPU and fresh Colab runtime, stand-ins for unsloth/vllm/bitsandbytes that enforce
+# the pinned versions' contracts, steps and items capped. RUNTIMES picks some; ONLY notebooks.
+RUNTIMES ?=
+ONLY     ?=
+rehearse: $(STAMP) wheels
+	HF_HUB_OFFLINE=1 $(PY) -m tools.rehearsal $(if $(RUNTIMES),--runtime $(RUNTIMES)) \
+	  $(if $(ONLY),--only $(ONLY))
 
 test-slow: $(STAMP)
 	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests -m slow

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import paths
 from .course import record
-from .profiles import Profile
+from .profiles import Profile, apply_caps
 
 STUB = None  # what a learner cell holds until the learner writes an answer
 
@@ -54,7 +54,8 @@ def retrain(profile: Profile, name: str, *, steps: int = 10, main_run_dir=None, 
     """A ``steps``-step GRPO run of ``profile`` in ``exercise_dir(profile, name)``, starting
     from the main run's SFT warm start; ``overrides`` go to ``training.train`` (e.g.
     ``reward_weights=[...]``, ``loss_type="dr_grpo"``). Prints its wall time; returns the
-    ``TrainingRun``. Its wall time goes to the course report (``course.record``)."""
+    ``TrainingRun``. Its wall time goes to the course report (``course.record``). The
+    environment's caps (``profiles.apply_caps``: ``MEDREASON_MAX_STEPS``) still apply."""
     from . import training
 
     if steps < 1:
@@ -67,7 +68,7 @@ def retrain(profile: Profile, name: str, *, steps: int = 10, main_run_dir=None, 
         shutil.copytree(warm, run_dir / "sft-warmstart")
     began = time.perf_counter()
     run = training.train(
-        profile.replace(max_steps=steps), run_dir=run_dir, sample_every=0, **overrides
+        apply_caps(profile.replace(max_steps=steps)), run_dir=run_dir, sample_every=0, **overrides
     )
     seconds = time.perf_counter() - began
     print(f"exercise run {name!r}: {run.global_step} GRPO steps in {seconds:.0f} s (wall)")

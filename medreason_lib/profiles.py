@@ -409,7 +409,9 @@ def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile
     if profile.use_vllm and importlib.util.find_spec("vllm") is None and gpu_memory_gb():
         # On a T4 the course installs no vLLM (medreason_lib.install says why): generate with
         # Unsloth's Hugging Face path instead of failing at the first model load.
-        print(f"vLLM is not installed: profile {profile.name!r} generates without it (slower)")
+        if (profile.name, "no vllm") not in _CAPS_SHOWN:  # once per process
+            _CAPS_SHOWN.add((profile.name, "no vllm"))
+            print(f"vLLM is not installed: profile {profile.name!r} generates without it (slower)")
         profile = profile.replace(use_vllm=False)
     if profile.is_tiny:
         # The tiny profile must never reach a model or dataset hub.

@@ -10,12 +10,16 @@
 - ``dominant_answer_share`` / ``collapsed_tasks``: the answer a model gives most often and
   its share of the items; above ``COLLAPSE_SHARE`` (90%) the model has collapsed onto one
   answer, and an accuracy change (significant or not) mostly measures that answer's base rate.
+- ``reward_trend``: whether a GRPO run's reward rose, judged by Welch's t between its first
+  and last windows of steps, not by one noisy difference of means; "too short to judge" for
+  a run capped at a few steps.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 Z95 = 1.959963984540054  # the 97.5th percentile of the standard normal
 
@@ -79,3 +83,52 @@ def collapsed_tasks(report, share: float = COLLAPSE_SHARE) -> dict[str, tuple[st
     tasks = sorted({r["task"] for r in getattr(report, "records", report)})
     found = {t: dominant_answer_share(report, t) for t in tasks}
     return {t: (a, s) for t, (a, s) in found.items() if a is not None and s > share}
+
+
+@dataclass(frozen=True)
+class RewardTrend:
+    """Whether a logged reward curve rose: its first and last windows compared."""
+
+    steps: int
+    window: int
+    first: float
+    last: float
+    t: float | None  # Welch's t of last minus first (None: too short, or no variation)
+    verdict: str  # "rose" | "fell" | "no clear change" | "too short to judge"
+
+    def __str__(self) -> str:
+        t = "" if self.t is None else f", Welch t {self.t:+.1f}"
+        return (
+            f"reward, mean of the first and last {self.window} of {self.steps} logged steps: "
+            f"{self.first:.3f} -> {self.last:.3f} ({self.last - self.first:+.3f}{t}): "
+            f"{self.verdict}"
+        )
+
+
+def reward_trend(rewards, window: int | None = None, t_needed: float = 2.0) -> RewardTrend:
+    """Compare the mean reward of the first and last ``window`` logged steps (default a fifth
+    of the run; at least 3) with Welch's t: "rose" / "fell" when ``|t| > t_needed``, else "no
+    clear change"; "too short to judge" under two windows of steps. A single step's reward
+    is the mean over one batch's groups and jumps from step to step, so a difference of means
+    alone says little: one lucky batch at the end is not a trend."""
+    values = [float(r) for r in rewards if r == r]  # NaN (a step not logged) dropped
+    n = len(values)
+    window = max(3, window or n // 5)  # Welch's t needs a few steps a side
+    first, last = values[:window], values[-window:]
+    mean_first = sum(first) / len(first) if first else math.nan
+    mean_last = sum(last) / len(last) if last else math.nan
+    if n < 2 * window:
+        return RewardTrend(n, window, mean_first, mean_last, None, "too short to judge")
+
+    def var(xs, m):
+        return sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
+
+    se = math.sqrt(var(first, mean_first) / window + var(last, mean_last) / window)
+    diff = mean_last - mean_first
+    if se == 0:
+        t = None
+        verdict = "rose" if diff > 0 else "fell" if diff < 0 else "no clear change"
+    else:
+        t = diff / se
+        verdict = "rose" if t > t_needed else "fell" if t < -t_needed else "no clear change"
+    return RewardTrend(n, window, mean_first, mean_last, t, verdict)

@@ -62,6 +62,16 @@ class TrainingRun:
     # (``evaluation.evaluate_before_after``), then ``close()`` the run
     model: EvalModel | None = field(default=None, repr=False, compare=False)
 
+    def __str__(self) -> str:
+        kept = "; the trained model is kept loaded (close() frees it)" if self.model else ""
+        return (
+            f"GRPO run of {self.global_step} steps in {self.run_dir}\n"
+            f"  adapter   {self.adapter_dir} (LoRA on {self.base_model})\n"
+            f"  metrics   {self.metrics_csv}\n"
+            f"  time      {self.train_seconds:.0f} s training, of which rewards "
+            f"{self.reward_seconds:.1f} s{kept}"
+        )
+
     def close(self) -> None:
         """Free the kept model (nothing to do when ``train`` did not keep one)."""
         if self.model is not None:
@@ -233,11 +243,18 @@ def train(
         **config_overrides,
     )
     began = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    interrupted = False
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    except KeyboardInterrupt:  # the stop button: keep what was trained, end the cell cleanly
+        interrupted = True
     train_seconds = time.perf_counter() - began
 
     adapter_dir = run_dir / "adapter"
-    trainer.save_model(str(adapter_dir))
+    if interrupted:
+        _keep_interrupted(trainer, run_dir, adapter_dir)
+    else:
+        trainer.save_model(str(adapter_dir))
     run = TrainingRun(
         run_dir=run_dir,
         base_model=base_model,
@@ -256,6 +273,7 @@ def train(
         "train_seconds": run.train_seconds,
         "extra_rewards": [fn.__name__ for fn in extra_rewards],
         "processes": trainer.accelerator.num_processes,  # > 1 under accelerate launch (DDP)
+        "interrupted": interrupted,
         **data_record,  # label targets and shares, rows removed by decontamination per task
     }
     if trainer.is_world_process_zero():  # under accelerate, one process writes
@@ -271,6 +289,34 @@ def train(
     del model, tokenizer
     free_memory()
     return run
+
+
+def _keep_interrupted(trainer, run_dir: Path, adapter_dir: Path) -> None:
+    """After a ``KeyboardInterrupt``: a checkpoint of the last finished step (unless one is
+    there already), and the adapter taken from it, so the run's later cells and a
+    ``resume=True`` both work from the steps done. Nothing trained yet (step 0): the adapter
+    is the untrained LoRA, saved so that later cells still run."""
+    import shutil
+
+    step = trainer.state.global_step
+    last = get_last_checkpoint(str(run_dir))
+    if step > 0 and (last is None or not last.endswith(f"checkpoint-{step}")):
+        trainer._save_checkpoint(trainer.model, trial=None)  # transformers' own checkpoint
+        last = get_last_checkpoint(str(run_dir))
+    if step == 0 or last is None:
+        trainer.save_model(str(adapter_dir))
+        source = "the untrained adapter (no step had finished)"
+    else:
+        shutil.rmtree(adapter_dir, ignore_errors=True)
+        trainer_files = ("optimizer.pt", "scheduler.pt", "rng_state*", "trainer_state.json",
+                         "training_args.bin", "scaler.pt")  # fmt: skip
+        shutil.copytree(last, adapter_dir, ignore=shutil.ignore_patterns(*trainer_files))
+        source = f"the checkpoint of step {step} ({Path(last).name})"
+    print(
+        f"training interrupted after step {step} of {trainer.state.max_steps}: the run keeps "
+        f"{source} as its adapter, and the cells below use it. To go on later: "
+        "train(profile, resume=True)."
+    )
 
 
 class RunMissing(FileNotFoundError):

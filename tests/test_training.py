@@ -1,5 +1,7 @@
 """GRPO on the tiny profile: it learns, it resumes, it fails early when misconfigured."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -179,3 +181,42 @@ def test_tiny_warm_starts_are_cached_by_stamp(tmp_path, monkeypatch, capsys):
 def cached_entries(folder):
     """The cached warm starts in ``folder``: not the lock files beside them (``.<name>.lock``)."""
     return [p for p in folder.iterdir() if not p.name.startswith(".")]
+
+
+def test_stop_button_keeps_a_usable_run(warm_run_dir, monkeypatch):
+    """A KeyboardInterrupt (Jupyter's stop button) mid-training: train() returns a run whose
+    adapter is a checkpoint of the last finished step, run.json says it was interrupted, and
+    resume=True goes on from there (issue 21: notebook 04 on a GPU survives an interrupt)."""
+    from transformers import TrainerCallback
+
+    class StopButton(TrainerCallback):  # pressed while step 4 generates its completions
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    run_dir = warm_run_dir()
+    profile = TEST_TINY.replace(max_steps=5, save_steps=2)
+    import medreason_lib.training as training
+
+    original = training.build_trainer
+
+    def with_stop(*args, **kwargs):
+        trainer, rewards = original(*args, **kwargs)
+        trainer.add_callback(StopButton())
+        return trainer, rewards
+
+    monkeypatch.setattr(training, "build_trainer", with_stop)
+    run = train(profile, run_dir=run_dir, sample_every=0)
+    monkeypatch.setattr(training, "build_trainer", original)
+    assert run.global_step == 3
+    assert (run_dir / "checkpoint-3" / "optimizer.pt").is_file()  # saved at the interrupt
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert not (run.adapter_dir / "optimizer.pt").exists()
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["interrupted"] is True and info["global_step"] == 3
+    assert TrainingRun.load(run_dir).global_step == 3  # later cells can load it
+
+    resumed = train(profile, run_dir=run_dir, resume=True, sample_every=0)
+    assert resumed.global_step == 5
+    assert pd.read_csv(resumed.metrics_csv)["step"].tolist() == [1, 2, 3, 4, 5]
+    assert json.loads((run_dir / "run.json").read_text())["interrupted"] is False

@@ -56,6 +56,9 @@ RUNTIMES: dict[str, dict] = {
 }
 DRIVER, CUDA = "580.82.07", "13.0"
 CAPS = {"MEDREASON_MAX_STEPS": "2", "MEDREASON_MAX_ITEMS": "6", "MEDREASON_DATA_SOURCE": "bundled"}
+# On the GPU runtimes, notebook 04's first training is stopped after its first step, as a
+# workshop that watches a step and presses stop would: the cells after it must still work.
+INTERRUPT = "04_grpo_qwen_3b:1"
 
 NVIDIA_SMI = """#!/bin/sh
 # rehearsal stand-in for nvidia-smi: the queries the course makes, answered for {name}
@@ -121,6 +124,8 @@ def runtime_env(name: str, work: Path) -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
     env.pop("MEDREASON_PROFILE", None)  # the runtime decides, as on a learner's machine
     env |= CAPS
+    if gpu:
+        env["MEDREASON_REHEARSAL_INTERRUPT"] = INTERRUPT
     return env
 
 

@@ -3,3 +3,5 @@
 recording that the course asked for it.)"""
 
 __version__ = "0.50.2"
+
+from . import nn, optim  # noqa: E402, F401

@@ -12,7 +12,8 @@ it first: contract ``import-order``). Here the replacements:
   ``fast_inference`` model (contract ``vllm-max-model-len``), then train with real TRL.
 
 ``MEDREASON_REHEARSAL_INTERRUPT="<notebook>:<step>"`` makes the first GRPO training of that
-notebook raise ``KeyboardInterrupt`` after that step, as a learner pressing stop would.
+notebook raise ``KeyboardInterrupt`` once that step is done, as the next step begins (a
+learner pressing stop while completions are being generated).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def _config(base):
             super().__post_init__()
 
     Config.__name__ = Config.__qualname__ = "Unsloth" + base.__name__
+    globals()[Config.__name__] = Config  # picklable by name, as datasets' hashing needs
     return Config
 
 
@@ -115,7 +117,7 @@ def _interrupt_callback():
         return None
 
     class Interrupt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
+        def on_step_begin(self, args, state, control, **kwargs):
             if state.global_step >= int(step):
                 sim.event("interrupt", f"KeyboardInterrupt after step {state.global_step}")
                 raise KeyboardInterrupt
@@ -140,6 +142,7 @@ def _trainer(base, method: str):
                 self.add_callback(callback)
 
     Trainer.__name__ = Trainer.__qualname__ = "Unsloth" + base.__name__
+    globals()[Trainer.__name__] = Trainer
     return Trainer
 
 
