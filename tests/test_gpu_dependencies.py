@@ -180,3 +180,32 @@ def test_torch_pin_is_a_cuda13_build_so_the_driver_floor_is_580(pinned_requireme
     assert str(vllm_reqs["torch"].specifier) == f"=={_all_pins()['torch']}"
     assert any(name.endswith("cu13") or "cu13" in str(r) for name, r in vllm_reqs.items())
     assert install.CUDA13_MIN_DRIVER == 580
+
+
+# Which extra of pyproject.toml installs each section of requirements-gpu.txt.
+EXTRA_OF_SECTION = {"training": "gpu", "vllm": "gpu", "gguf": "gguf"}
+
+
+def test_pyproject_extras_pin_what_requirements_gpu_pins():
+    """``pip install .[gpu]`` gets what ``make setup`` and the setup cell install for training
+    and vLLM (torch, unsloth, unsloth_zoo, bitsandbytes, vllm, vllm-bnb-plugin), at the same
+    versions; ``.[gguf]`` notebook 08's converter packages. A new section needs an extra."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    sections = install.read_pins(ROOT / "requirements-gpu.txt")
+    assert set(sections) == set(EXTRA_OF_SECTION), "map the new section to an extra"
+    for extra in set(EXTRA_OF_SECTION.values()):
+        listed = {}
+        for line in extras[extra]:
+            req = Requirement(line)
+            listed[install._norm(req.name)] = str(req.specifier)
+        expected = {
+            install._norm(name): f"=={version}"
+            for section, to in EXTRA_OF_SECTION.items()
+            if to == extra
+            for name, version in sections[section].items()
+        }
+        assert listed == expected, f"pyproject.toml's {extra!r} extra"
