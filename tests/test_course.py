@@ -88,3 +88,16 @@ def test_every_notebook_has_an_open_in_colab_link_in_the_readme():
         base = "colab.research.google.com/github/medreason/medreason-course/blob/main/notebooks"
         link = f"{base}/{notebook.name})"
         assert link in readme, f"README has no Colab link for {notebook.name}"
+
+
+def test_the_readme_says_where_notebook_04_resumes():
+    """Notebook 04 resumes in its own kernel (``training.train(longer, resume=True)``), not in
+    a separate process: the README's memory section must say so."""
+    import re
+
+    notebook = json.loads((course.NOTEBOOK_DIR / "04_grpo_qwen_3b.ipynb").read_text())
+    code = "".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    assert "training.train(longer, resume=True" in code
+    said = re.search(r"Notebook 04 resumes (.*?)\.(?: |$)", " ".join(README.split()))
+    assert said and "separate process" not in said.group(1), said and said.group(0)
+    assert "training.train(longer, resume=True)" in said.group(1)
