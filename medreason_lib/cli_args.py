@@ -94,8 +94,8 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         "--vllm-server",
         metavar="URL",
         help="generate rollouts on a `trl vllm-serve` server (e.g. http://localhost:8000, on a "
-        "second GPU) instead of a vLLM engine inside the training process (GPU profiles; not "
-        "tested by the course)",
+        "second GPU) instead of a vLLM engine inside the training process (a 16-bit base only: "
+        "the GPU profiles load 4-bit and are refused; not tested by the course)",
     )
     p.set_defaults(handler=handlers["train"])
 
