@@ -112,10 +112,7 @@ def evaluate_model(
     """
     settings = settings or EvalSettings.from_profile(profile)
     dataset = dataset if dataset is not None else profile_benchmarks(profile)
-    engine_len = eval_engine_len(profile, base, dataset, settings) if profile.use_vllm else None
-    with models.load_for_eval(
-        profile, base=base, adapter=adapter, max_seq_length=engine_len
-    ) as loaded:
+    with load_for_items(profile, dataset, settings, base=base, adapter=adapter) as loaded:
         return evaluate_loaded(
             loaded,
             profile,
@@ -127,6 +124,14 @@ def evaluate_model(
             resume=resume,
             progress=progress,
         )
+
+
+def load_for_items(profile: Profile, dataset, settings: EvalSettings, *, base=None, adapter=None):
+    """``models.load_for_eval`` with a vLLM engine (on profiles that use one) long enough for
+    these items under these settings (``eval_engine_len``), not just the profile's training
+    ``max_seq_length``: an evaluation prompt plus ``max_new_tokens`` may be longer."""
+    engine_len = eval_engine_len(profile, base, dataset, settings) if profile.use_vllm else None
+    return models.load_for_eval(profile, base=base, adapter=adapter, max_seq_length=engine_len)
 
 
 def eval_engine_len(profile: Profile, base, dataset, settings: EvalSettings) -> int:

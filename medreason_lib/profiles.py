@@ -336,11 +336,13 @@ def profile_for_gpu(gpu_gb: float | None) -> str:
 
 # Environment settings that shrink any profile, for rehearsals and quick checks: the most
 # training steps (every trainer's ``max_steps``, the SFT warm start's too), the most items
-# per training mix and per benchmark, and where the data comes from ("bundled", "hub" or a
-# folder of raw files). ``make rehearse`` sets all three.
+# per training mix and per benchmark, the most tokens a completion may have (in training and
+# evaluation), and where the data comes from ("bundled", "hub" or a folder of raw files).
+# ``make rehearse`` sets them all.
 CAPS = {
     "MEDREASON_MAX_STEPS": ("max_steps", "sft_warmup_steps"),
     "MEDREASON_MAX_ITEMS": ("train_size", "eval_size"),
+    "MEDREASON_MAX_NEW_TOKENS": ("max_completion_length",),
 }
 DATA_SOURCE_VAR = "MEDREASON_DATA_SOURCE"
 

@@ -223,6 +223,8 @@ def train(
     else:
         base_model = profile.model_id
 
+    if keep_model and profile.use_vllm:  # the kept model's engine must fit the evaluation too
+        profile = _engine_for_evaluation(profile, base_model)
     checkpoint = get_last_checkpoint(str(run_dir)) if resume else None
     earlier = _earlier_times(run_dir) if checkpoint else (0.0, 0.0)
     if resume:
@@ -289,6 +291,18 @@ def train(
     del model, tokenizer
     free_memory()
     return run
+
+
+def _engine_for_evaluation(profile: Profile, base_model: str) -> Profile:
+    """``profile`` with ``max_seq_length`` raised to what evaluating the trained model in
+    place needs (the profile's benchmarks: longest prompt + ``max_new_tokens``), since the
+    vLLM engine loaded for training is the one ``evaluate_before_after`` then generates with,
+    and its ``max_model_len`` is fixed at load (``evaluation.eval_engine_len``)."""
+    from .evaluation import EvalSettings, eval_engine_len, profile_benchmarks
+
+    settings = EvalSettings.from_profile(profile)
+    needed = eval_engine_len(profile, base_model, profile_benchmarks(profile), settings)
+    return profile.replace(max_seq_length=max(needed, profile.max_seq_length))
 
 
 def _keep_interrupted(trainer, run_dir: Path, adapter_dir: Path) -> None:

@@ -8,9 +8,11 @@ to bottom, setup cell included, in a kernel whose process sees the runtime of ``
   nothing of the GPU stack or of trl is installed, ``/content/medreason-course`` is not
   cloned yet. Runs persist between notebooks (``MEDREASON_RUNS``), as on Google Drive.
 - ``h100`` is a machine where ``make setup`` installed the whole pinned stack first.
-- training steps and evaluation items are capped (``MEDREASON_MAX_STEPS``,
-  ``MEDREASON_MAX_ITEMS``), and data comes from the bundled samples
-  (``MEDREASON_DATA_SOURCE=bundled``): the hub cannot be reached from here.
+- training steps, items and completion tokens are capped (``MEDREASON_MAX_STEPS``,
+  ``MEDREASON_MAX_ITEMS``, ``MEDREASON_MAX_NEW_TOKENS``), and data comes from the bundled
+  samples (``MEDREASON_DATA_SOURCE=bundled``): the hub cannot be reached from here. Model ids
+  resolve to the tiny model of their family in a hub cache the rehearsal writes
+  (``stand_in_hub``).
 
 A notebook fails when a cell raises, or when a stand-in recorded a broken contract of a pinned
 library (``simulate.violation``) during it. The report prints each notebook's time and each
@@ -55,7 +57,8 @@ RUNTIMES: dict[str, dict] = {
     },
 }
 DRIVER, CUDA = "580.82.07", "13.0"
-CAPS = {"MEDREASON_MAX_STEPS": "2", "MEDREASON_MAX_ITEMS": "6", "MEDREASON_DATA_SOURCE": "bundled"}
+CAPS = {"MEDREASON_MAX_STEPS": "2", "MEDREASON_MAX_ITEMS": "6", "MEDREASON_MAX_NEW_TOKENS": "64",
+        "MEDREASON_DATA_SOURCE": "bundled"}  # fmt: skip
 # On the GPU runtimes, notebook 04's first training is stopped after its first step, as a
 # workshop that watches a step and presses stop would: the cells after it must still work.
 INTERRUPT = "04_grpo_qwen_3b:1"
@@ -100,6 +103,32 @@ def _pins() -> dict[str, str]:
     return pins
 
 
+def stand_in_hub(hub: Path) -> Path:
+    """A Hugging Face hub cache in which every GPU profile's model id (and Unsloth's 4-bit
+    copy of it) is the tiny model of its family: what ``from_pretrained(<hub id>)`` of
+    transformers (a tokenizer the course counts with) and of the Unsloth stand-in then load,
+    offline, as they would load the real model from the hub."""
+    sys.path.insert(0, str(ROOT))
+    from medreason_lib.prefetch import UNSLOTH_4BIT
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.tiny import tiny_model_path
+
+    for profile in PROFILES.values():
+        if profile.is_tiny:
+            continue
+        family = profile.family
+        for repo in {profile.model_id, UNSLOTH_4BIT.get(profile.model_id, profile.model_id)}:
+            entry = hub / ("models--" + repo.replace("/", "--"))
+            snapshot = entry / "snapshots" / "rehearsal"
+            if snapshot.is_dir():
+                continue
+            snapshot.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(tiny_model_path(family, 0), snapshot)
+            (entry / "refs").mkdir(exist_ok=True)
+            (entry / "refs" / "main").write_text("rehearsal")
+    return hub
+
+
 def runtime_env(name: str, work: Path) -> dict[str, str]:
     """The environment a kernel of runtime ``name`` starts with (``work``: a scratch folder)."""
     facts = dict(RUNTIMES[name], name=name, repo=str(ROOT))
@@ -122,6 +151,7 @@ def runtime_env(name: str, work: Path) -> dict[str, str]:
     env["MEDREASON_REHEARSAL"] = json.dumps(facts)
     env["MEDREASON_RUNS"] = str(work / "runs")
     env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
+    env["HF_HUB_CACHE"] = str(stand_in_hub(work / "hub"))
     env.pop("MEDREASON_PROFILE", None)  # the runtime decides, as on a learner's machine
     env |= CAPS
     if gpu:
@@ -156,6 +186,10 @@ def run_notebook(path: Path, env: dict[str, str], timeout: int) -> str | None:
         return None
     except Exception as exc:
         lines = str(exc).strip().splitlines()
+        if not lines:  # not a cell's error (those carry their traceback): where it came from
+            import traceback
+
+            lines = traceback.format_exc().strip().splitlines()
         return f"{type(exc).__name__}: {' | '.join(lines[-3:])[:600]}"
     finally:
         os.environ.clear()

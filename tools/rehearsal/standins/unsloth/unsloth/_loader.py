@@ -11,6 +11,7 @@ from pathlib import Path
 import _medreason_rehearsal as sim
 import torch
 
+FAMILY_FILE = "rehearsal_family.txt"
 GB = 2**30  # the memory planner's unit (medreason_lib.memory.GB)
 # family -> the course profile whose model the tiny one stands in for (its memory plan)
 PROFILE_OF_FAMILY = {"qwen2": "3b", "qwen3": "8b", "gpt-oss": "20b"}
@@ -25,9 +26,14 @@ def family_of(name: str) -> str:
     return "qwen2"
 
 
-def _folder_family(folder: Path) -> str:
-    config = json.loads((folder / "config.json").read_text())
-    return "gpt-oss" if "gpt_oss" in json.dumps(config) else family_of(str(config))
+def _family(folder: Path) -> str:
+    """The tiny model's family (its build record), else a guess from its config."""
+    build = folder / "tiny_build.json"
+    if build.is_file():
+        return json.loads(build.read_text())["family"]
+    if (folder / FAMILY_FILE).is_file():  # a merged copy the stand-in saved
+        return (folder / FAMILY_FILE).read_text().strip()
+    return family_of((folder / "config.json").read_text())
 
 
 def _plan(family: str, method: str, **settings):
@@ -40,24 +46,23 @@ def _plan(family: str, method: str, **settings):
 
 
 def _load_hf(name: str):
-    """(model, tokenizer, family, adapter folder or None) for a hub id or a local folder."""
-    from medreason_lib.tiny import tiny_model_path
+    """(model, tokenizer, family, adapter folder or None) for a hub id (the rehearsal's hub
+    cache holds the tiny model of its family under that id) or a local folder."""
+    from huggingface_hub import snapshot_download
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, adapter = Path(name), None
+    adapter = None
+    folder = Path(name)
     if (folder / "adapter_config.json").is_file():
         adapter = folder
-        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        folder = Path(base)
-    if (folder / "config.json").is_file():
-        family = _folder_family(folder)
-    else:  # a hub id: the tiny model of its family stands in
-        family = family_of(name if adapter is None else str(folder))
-        folder = tiny_model_path(family, 0)
+        name = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        folder = Path(name)
+    if not (folder / "config.json").is_file():
+        folder = Path(snapshot_download(name))  # offline: the rehearsal's hub cache
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    tokenizer_source = adapter if adapter and (adapter / "tokenizer_config.json").exists() else folder
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
-    return model, tokenizer, family, adapter
+    has_tokenizer = adapter is not None and (adapter / "tokenizer_config.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter if has_tokenizer else folder))
+    return model, tokenizer, _family(folder), adapter
 
 
 class FastLanguageModel:
@@ -234,6 +239,7 @@ def _save_merged(model, save_directory, tokenizer=None, save_method="merged_16bi
         for name in ("vllm_engine", "fast_generate", "load_lora", "save_lora"):
             vars(merged).pop(name, None)
         merged.save_pretrained(str(out))
+        (out / FAMILY_FILE).write_text(getattr(model, "_rehearsal_family", "qwen2"))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
     return str(out)
