@@ -32,6 +32,7 @@ from .progress import progress_bar
 from .rewards import follows_format
 from .stats import COLLAPSE_SHARE  # one answer above this share of a task's completions ...
 from .template import completion_text
+from .user_rewards import RewardError, RewardWarning, describe_call
 
 DATA_MAJORITY_LIMIT = 0.7  # ... while the data's commonest label is below this share ...
 COLLAPSE_STEPS = 3  # ... for this many logging steps in a row: the alarm
@@ -39,26 +40,74 @@ CLOSED_LABELS = {"yes_no_maybe": ("yes", "no", "maybe"), "choice": ("A", "B", "C
 
 
 class RecordedReward:
-    """A reward function that also keeps its last inputs/outputs and its total time."""
+    """A reward function that also keeps its last inputs/outputs and its total time.
+
+    One bad completion never ends a run: when the reward raises on a batch, each completion
+    is scored again alone, and one that still raises gets None (no reward: TRL leaves it out
+    of the sum), counted in ``failed``, with a ``user_rewards.RewardWarning``. A reward that
+    raises on every completion of a batch of several, or raises a ``RewardError`` (a broken
+    contract, ``user_rewards.GuardedReward``), ends the run with an error naming it and the
+    step. Returns the scores as a list (a generator is read once, here).
+    """
 
     def __init__(self, fn):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.seconds = 0.0
         self.calls = 0
+        self.failed = 0  # completions whose scoring raised, scored None
         self.last_completions: list = []
         self.last_scores: list[float] = []
         self.listeners: list = []  # called as listener(completions, scores, **columns)
 
     def __call__(self, completions, **kwargs):
         began = time.perf_counter()
-        scores = self.fn(completions, **kwargs)
+        try:
+            scores = list(self.fn(completions, **kwargs))
+        except RewardError:
+            raise
+        except Exception as e:
+            scores = self._one_by_one(completions, kwargs, e)
         self.seconds += time.perf_counter() - began
         self.calls += 1
-        self.last_completions, self.last_scores = list(completions), list(scores)
+        self.last_completions, self.last_scores = list(completions), scores
         for listener in self.listeners:
             listener(self.last_completions, self.last_scores, **kwargs)
         return scores
+
+    def _one_by_one(self, completions, kwargs: dict, error: Exception) -> list:
+        """Score each completion alone (its own slice of every per-completion column); None
+        where that raises too."""
+        n, scores, failed = len(completions), [], 0
+        for i in range(n):
+            row = {k: v[i : i + 1] if _per_row(v, n) else v for k, v in kwargs.items()}
+            try:
+                (score,) = self.fn(completions[i : i + 1], **row)
+            except RewardError:
+                raise
+            except Exception:
+                score, failed = None, failed + 1
+            scores.append(score)
+        where = describe_call(kwargs, self.calls + 1)
+        said = f"{self.__name__} raised {type(error).__name__}: {error} {where}"
+        if failed == n > 1:
+            raise RewardError(
+                f"{said} on every one of the {n} completions, scored alone too: it cannot score "
+                "anything, so the run stops rather than train without it"
+            ) from error
+        self.failed += failed
+        warnings.warn(
+            f"{said}; scored one by one, the {failed} of {n} completions that raised alone get "
+            f"no reward (None); {self.failed} so far",
+            RewardWarning,
+            stacklevel=3,
+        )
+        return scores
+
+
+def _per_row(value, n: int) -> bool:
+    """True for a keyword TRL passes with one entry per completion (a dataset column)."""
+    return isinstance(value, list) and len(value) == n
 
 
 def gather_from_processes(obj) -> list:

@@ -380,8 +380,9 @@ def plot_stage(dpo_run: DPORun, safety: dict, accuracy: dict):
     ax2.legend()
     labels = list(accuracy)
     acc = [accuracy[k].accuracy for k in labels]
-    lows = [a - accuracy[k].overall.ci95[0] for k, a in zip(labels, acc, strict=True)]
-    highs = [accuracy[k].overall.ci95[1] - a for k, a in zip(labels, acc, strict=True)]
+    # max(0, ...): at 0 of n (or n of n) the Wilson bound equals the accuracy up to rounding
+    lows = [max(0.0, a - accuracy[k].overall.ci95[0]) for k, a in zip(labels, acc, strict=True)]
+    highs = [max(0.0, accuracy[k].overall.ci95[1] - a) for k, a in zip(labels, acc, strict=True)]
     ax3.bar(
         labels, acc, yerr=[lows, highs], capsize=6, color=["tab:blue", "tab:orange"][: len(labels)]
     )

@@ -170,12 +170,13 @@ def profile_for_notebook(notebook: str, name: str | None = None, *, scale: str |
     """The profile ``notebook`` runs on this machine: ``profiles.get_profile(name, scale)``,
     except that a notebook about one model size, on a GPU too small for that model (the
     memory planner's ``fits``, margin and vLLM split included), gets its CPU stand-in and says
-    why and what to do instead. A profile named by ``name`` or ``$MEDREASON_PROFILE`` is kept:
-    training's pre-flight check then says what does not fit."""
+    why and what to do instead. The fit is judged on the profile as the course defines it,
+    not on a copy shrunk by ``MEDREASON_MAX_*`` caps. A profile named by ``name`` or
+    ``$MEDREASON_PROFILE`` is kept: training's pre-flight check then says what does not fit."""
     import os
 
     from .memory import plan_for_profile
-    from .profiles import CPU_STAND_IN, ENV_VAR, get_profile, gpu_memory_gb
+    from .profiles import CPU_STAND_IN, ENV_VAR, PROFILES, get_profile, gpu_memory_gb
 
     scale = scale or NOTEBOOK_SCALE.get(notebook[:2])
     chosen = get_profile(name, scale=scale)
@@ -184,7 +185,8 @@ def profile_for_notebook(notebook: str, name: str | None = None, *, scale: str |
     gpu, gb = read_gpu(), gpu_memory_gb()
     if gpu is None or gb is None:
         return chosen
-    plan = plan_for_profile(chosen, "grpo", gpu=gb, bf16=gpu.compute_capability >= (8, 0))
+    recipe = PROFILES.get(chosen.name, chosen)  # the recipe, not a workshop's capped copy
+    plan = plan_for_profile(recipe, "grpo", gpu=gb, bf16=gpu.compute_capability >= (8, 0))
     if plan.fits():
         return chosen
     stand_in = get_profile(CPU_STAND_IN[scale])

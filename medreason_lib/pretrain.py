@@ -153,7 +153,8 @@ def load_corpus(
     profile: Profile, settings: CPTSettings | None = None, *, source=None, seed: int | None = None
 ) -> Corpus:
     """The profile's CPT corpus: PubMedQA training-side abstracts (plus ``artificial_docs``
-    PQA-A abstracts on the GPU profiles), decontaminated against the PubMedQA test set, with
+    PQA-A abstracts on the GPU profiles, where the profile's PubMedQA pools include
+    ``train_artificial``: the hub has them, the bundled samples do not), decontaminated against the PubMedQA test set, with
     ``n_heldout`` held out. ``source`` as in ``data.load_task`` (None: the profile's)."""
     from datasets import concatenate_datasets
 
@@ -161,9 +162,16 @@ def load_corpus(
     seed = profile.seed if seed is None else seed
     test = load_task("pubmedqa", "test", source=source, seed=seed)
     parts = [load_task("pubmedqa", "train", source=source, seed=seed)]
-    if settings.artificial_docs:
+    pools = profile.train_splits.get("pubmedqa", ())
+    pools = (pools,) if isinstance(pools, str) else tuple(pools)
+    if settings.artificial_docs and "train_artificial" in pools:
         n = settings.artificial_docs
         parts.append(load_task("pubmedqa", "train_artificial", n=n, source=source, seed=seed))
+    elif settings.artificial_docs:
+        print(
+            f"no PQA-A abstracts: profile {profile.name!r} has no 'train_artificial' pool "
+            f"(data_source {profile.data_source!r}); the corpus is the labelled training side"
+        )
     rows = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     return build_corpus(
         rows,

@@ -136,9 +136,15 @@ def largest_group(gpu: str = "L4", **settings) -> int:
 
 
 def bigger_groups(profile, factor: int = 2):
-    """``profile`` with ``factor`` times its group size and the same batch, so each step
-    sees fewer prompts, each with more completions (the batch must stay divisible)."""
-    return profile.replace(num_generations=profile.num_generations * factor)
+    """``profile`` with ``factor`` times its group size and the same per-device batch, so each
+    step sees fewer prompts, each with more completions. A step's completions (per-device
+    batch x accumulation) must divide into whole groups: where they no longer do (the 8b
+    recipe: one prompt of 8 already fills a batch of 8), the accumulation steps grow too."""
+    group = profile.num_generations * factor
+    accumulation = profile.gradient_accumulation_steps
+    while (profile.per_device_train_batch_size * accumulation) % group:
+        accumulation *= 2
+    return profile.replace(num_generations=group, gradient_accumulation_steps=accumulation)
 
 
 # --------------------------------------------------------------------------- 07 gpt-oss-20b

@@ -321,6 +321,118 @@ def test_huge_answer_blocks_stay_fast():
     assert time.perf_counter() - began < 10
 
 
+# --------------------------------------------------------------------------- bounded reading
+# Issue 22: any string in, a verdict out, within a time limit; a pathological answer is
+# unparseable and counted (answers.pathological_counts). The fuzz, and the power towers that
+# hung before (so in a child process): test_extractor_fuzz.py.
+
+
+@pytest.fixture
+def counts():
+    """``pathological_counts()`` from zero, and the warnings of this test recorded."""
+    from medreason_lib import answers
+
+    answers.reset_pathological_counts()
+    with pytest.warns(answers.PathologicalAnswerWarning):
+        yield answers.pathological_counts
+    answers.reset_pathological_counts()
+
+
+@pytest.mark.parametrize(
+    "said", ["1e999999999", "-1E+999999999", "1e-999999999", "1e100000", "9" * 500, "$1e999999999"]
+)
+def test_numbers_out_of_range_are_unparseable_and_counted_not_an_error(said, counts):
+    assert normalize_number(said) is None
+    assert extract_answer(wrap(said), "gsm8k") is None  # not "1" read out of "1e999999999"
+    assert not is_correct(wrap(said), "1", "gsm8k")
+    assert counts()["number_out_of_range"] == 3
+
+
+def test_integers_beyond_28_digits_read_exactly():
+    long = "123456789012345678901234567890"  # decimal's default precision is 28 digits
+    assert normalize_number(long) == long
+    assert normalize_number("9" * 100) == "9" * 100
+    assert normalize_number("1" + ",000" * 11) == "1" + "0" * 33
+    assert normalize_number("1e30") == "1" + "0" * 30
+    assert extract_answer(wrap(f"The answer is {long}."), "gsm8k") == long
+    assert normalize_number("1/3") == "0.3333333333333333333333333333"  # as before
+
+
+def test_answer_blocks_over_the_cap_are_unparseable_and_counted(counts):
+    from medreason_lib.answers import MAX_ANSWER_CHARS, normalize_answer
+
+    padded = "B. " + "Because " * (MAX_ANSWER_CHARS // 8)
+    assert normalize_answer(padded, "medqa") is None
+    assert normalize_answer(padded[:MAX_ANSWER_CHARS], "medqa") == "B"
+    assert counts() == {"too_long": 1}
+
+
+def test_the_time_limit_covers_math_verify_and_the_conversion(monkeypatch, counts):
+    """Were a tower to pass the guards, the time limit would still end its conversion."""
+    import time
+
+    from medreason_lib import answers
+
+    monkeypatch.setattr(answers, "_unbounded", lambda expr: False)
+    monkeypatch.setattr(answers, "SCORING_SECONDS", 0.5)
+    began = time.perf_counter()
+    assert extract_answer(wrap(r"\boxed{9^{9^{9^{9}}}}"), "gsm8k") is None
+    assert time.perf_counter() - began < 5
+    assert counts() == {"timeout": 1}
+
+
+def test_a_reading_that_raises_is_unparseable_and_counted(monkeypatch, counts):
+    from medreason_lib import answers
+
+    def broken(block):
+        raise RecursionError("deep")
+
+    monkeypatch.setattr(answers, "_number", broken)
+    assert extract_answer(wrap("42"), "gsm8k") is None
+    assert extract_answer(object(), "gsm8k") is None  # no text at all: no answer either
+    assert counts()["error"] >= 1
+
+
+def test_time_limits_nest():
+    import signal
+    import time
+
+    from medreason_lib.answers import time_limit
+
+    class Outer(BaseException):
+        pass
+
+    before = signal.getsignal(signal.SIGALRM)
+    began = time.monotonic()
+    with pytest.raises(Outer), time_limit(0.4, Outer):
+        with time_limit(0.1):  # ends first, quietly: it gives the outer limit back
+            pass
+        with time_limit(5.0):  # the outer limit falls due inside: the outer error
+            while True:
+                time.sleep(0.01)
+    assert 0.3 < time.monotonic() - began < 2
+    assert signal.getsignal(signal.SIGALRM) == before
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def test_off_the_main_thread_latex_is_left_to_the_plain_reading(counts):
+    import threading
+
+    from medreason_lib.answers import normalize_answer
+
+    got = {}
+
+    def run():
+        got["boxed"] = normalize_answer(r"\boxed{60}", "gsm8k")
+        got["frac"] = normalize_answer(r"\boxed{\frac{1}{2}}", "gsm8k")
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(30)
+    assert got == {"boxed": "60", "frac": None}
+    assert counts() == {"latex_off_main_thread": 2}
+
+
 # --------------------------------------------------------------------------- real test sets
 # Natural answers built from the public test sets (shared reference data, when present):
 # each gold label opening, or stated before, the item's own explanation text.

@@ -146,6 +146,15 @@ def test_rewards_never_raise_and_return_floats(fn):
     assert scores[0] == 0.0 and scores[1] == 0.0
 
 
+def test_correctness_never_raises_on_numbers_decimal_cannot_hold():
+    said = ["1e999999999", "Infinity", "NaN", "9" * 40, "1" + ",000" * 11]
+    completions = [format_completion("Work.", s) for s in said]
+    n = len(completions)
+    assert correctness_reward(completions, answer=["18"] * n, task=["gsm8k"] * n) == [0.0] * n
+    right = correctness_reward(completions[3:], answer=said[3:], task=["gsm8k"] * 2)
+    assert right == [CORRECT_REWARD] * 2  # long numbers are read exactly, the gold ones too
+
+
 def test_correctness_full_value_for_right_zero_for_wrong_mixed_tasks():
     completions = [
         as_chat(format_completion("r", "yes")),

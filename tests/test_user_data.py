@@ -332,7 +332,9 @@ def test_check_rewards_calls_each_reward_on_sample_rows():
         seen.update(answer=answer, task=task, keys=set(kwargs), n=len(completions))
         return [1.0] * len(completions)
 
-    assert user_rewards.check_rewards([uses_columns], rows) == [uses_columns]
+    (guarded,) = user_rewards.check_rewards([uses_columns], rows)
+    assert isinstance(guarded, user_rewards.GuardedReward) and guarded.fn is uses_columns
+    assert guarded.__name__ == "uses_columns"
     assert seen["answer"] == ["yes", "yes", "no", "no"] and seen["n"] == 4
     assert {"prompts", "completion_ids", "trainer_state", "options", "question"} <= seen["keys"]
 
@@ -386,7 +388,8 @@ def test_extra_rewards_reach_the_trainer_and_run_json(tmp_path, monkeypatch):
     rows = load_user_data(EXAMPLE, verbose=False)
     profile = PROFILES["tiny"].replace(sft_warmup_steps=0)
     run = training.train(profile, run_dir=tmp_path, dataset=rows, extra_rewards=[brevity])
-    assert handed["reward_funcs"] == [*REWARD_FUNCS, brevity]
+    *course, extra = handed["reward_funcs"]
+    assert course == REWARD_FUNCS and extra.fn is brevity  # guarded (user_rewards.GuardedReward)
     assert handed["dataset"]["id"] == rows["id"]  # nothing of the example is an eval item
     info = json.loads((run.run_dir / "run.json").read_text())
     assert info["extra_rewards"] == ["brevity"] and info["training_rows"] == 12

@@ -103,34 +103,52 @@ def _pins() -> dict[str, str]:
     return pins
 
 
+def warm_tiny(family: str) -> Path:
+    """The tiny model of ``family`` after the course's SFT warm start (the one its CPU
+    stand-in profile trains, cached by ``medreason_lib.sft``): a model that writes the
+    template, so GRPO on a GPU runtime gets rewards that differ and trains its adapter, as a
+    real instruct model would. A random tiny model scores 0 everywhere and learns nothing."""
+    from medreason_lib import sft, training_config
+    from medreason_lib.profiles import CPU_STAND_IN, PROFILES
+
+    stand_in = next(PROFILES[n] for n in CPU_STAND_IN.values() if PROFILES[n].family == family)
+    out = Path(tempfile.mkdtemp(prefix=f"warm-{family}-"))
+    return sft.run_warmstart(stand_in, training_config.training_dataset(stand_in), out)
+
+
 def stand_in_hub(hub: Path) -> Path:
     """A Hugging Face hub cache in which every GPU profile's model id (and Unsloth's 4-bit
-    copy of it) is the tiny model of its family: what ``from_pretrained(<hub id>)`` of
-    transformers (a tokenizer the course counts with) and of the Unsloth stand-in then load,
-    offline, as they would load the real model from the hub."""
+    copy of it) is the warm-started tiny model of its family (``warm_tiny``): what
+    ``from_pretrained(<hub id>)`` of transformers (a tokenizer the course counts with) and
+    of the Unsloth stand-in then load, offline, as they would the real model from the hub."""
     sys.path.insert(0, str(ROOT))
     from medreason_lib.prefetch import UNSLOTH_4BIT
     from medreason_lib.profiles import PROFILES
-    from medreason_lib.tiny import tiny_model_path
 
+    warm: dict[str, Path] = {}
     for profile in PROFILES.values():
         if profile.is_tiny:
             continue
-        family = profile.family
         for repo in {profile.model_id, UNSLOTH_4BIT.get(profile.model_id, profile.model_id)}:
             entry = hub / ("models--" + repo.replace("/", "--"))
             snapshot = entry / "snapshots" / "rehearsal"
             if snapshot.is_dir():
                 continue
+            if profile.family not in warm:
+                warm[profile.family] = warm_tiny(profile.family)
             snapshot.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(tiny_model_path(family, 0), snapshot)
+            shutil.copytree(warm[profile.family], snapshot)
+            (snapshot / "tiny_build.json").write_text(json.dumps({"family": profile.family}))
             (entry / "refs").mkdir(exist_ok=True)
             (entry / "refs" / "main").write_text("rehearsal")
+    for folder in warm.values():
+        shutil.rmtree(folder, ignore_errors=True)
     return hub
 
 
-def runtime_env(name: str, work: Path) -> dict[str, str]:
-    """The environment a kernel of runtime ``name`` starts with (``work``: a scratch folder)."""
+def runtime_env(name: str, work: Path, hub: Path | None = None) -> dict[str, str]:
+    """The environment a kernel of runtime ``name`` starts with (``work``: a scratch folder;
+    ``hub``: a stand-in hub cache, built in ``work`` when not given)."""
     facts = dict(RUNTIMES[name], name=name, repo=str(ROOT))
     facts["state"] = str(work / "state.json")
     facts["drive"] = str(work / "drive")
@@ -151,7 +169,7 @@ def runtime_env(name: str, work: Path) -> dict[str, str]:
     env["MEDREASON_REHEARSAL"] = json.dumps(facts)
     env["MEDREASON_RUNS"] = str(work / "runs")
     env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
-    env["HF_HUB_CACHE"] = str(stand_in_hub(work / "hub"))
+    env["HF_HUB_CACHE"] = str(hub or stand_in_hub(work / "hub"))
     env.pop("MEDREASON_PROFILE", None)  # the runtime decides, as on a learner's machine
     env |= CAPS
     if gpu:
@@ -199,9 +217,11 @@ def run_notebook(path: Path, env: dict[str, str], timeout: int) -> str | None:
         nbformat.write(nb, out / path.name)
 
 
-def rehearse(runtime: str, notebooks: list[Path], timeout: int, keep: Path | None) -> dict:
+def rehearse(
+    runtime: str, notebooks: list[Path], timeout: int, keep: Path | None, hub: Path
+) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"rehearsal-{runtime}-", dir=keep))
-    env = runtime_env(runtime, work)
+    env = runtime_env(runtime, work, hub)
     rows, began = [], time.perf_counter()
     fresh_state(runtime, work)
     for path in notebooks:
@@ -242,7 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     print(f"rehearsal: {len(chosen)} notebooks x {len(args.runtime)} runtimes; caps {CAPS}")
-    reports = [rehearse(r, chosen, args.timeout, args.keep) for r in args.runtime]
+    began = time.perf_counter()
+    hub = stand_in_hub(Path(tempfile.mkdtemp(prefix="rehearsal-hub-")))
+    print(f"stand-in hub cache (warm-started tiny models): {time.perf_counter() - began:.0f} s")
+    try:
+        reports = [rehearse(r, chosen, args.timeout, args.keep, hub) for r in args.runtime]
+    finally:
+        shutil.rmtree(hub, ignore_errors=True)
     out = ROOT / "runs" / "rehearsal"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(reports, indent=1))
