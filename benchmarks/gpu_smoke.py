@@ -100,7 +100,14 @@ DRY_SHRINK = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
-STAGES = ("build", "train", "evaluate", "export")
+STAGES = ("build", "train", "evaluate", "export", "sft", "dpo", "cpt")
+# --as: the cards the H100 can pass for (issue 21). Unsloth and the course then read this
+# compute capability (a T4's 7.5 runs the float16 path for real) and name, and the process may
+# use this much of the GPU's memory (torch.cuda.set_per_process_memory_fraction).
+AS_CARDS = {
+    "t4": {"name": "Tesla T4", "capability": (7, 5), "memory_gb": 15.0},
+    "l4": {"name": "NVIDIA L4", "capability": (8, 9), "memory_gb": 22.5},
+}
 VERSIONS = (
     "torch", "transformers", "trl", "peft", "accelerate", "datasets", "unsloth", "unsloth_zoo",
     "bitsandbytes", "triton", "tokenizers",
@@ -323,6 +330,75 @@ def evaluate_stage(profile, run, n_items: int) -> dict:
     return {"items": report.n, "failed": report.failed, "seconds": report.seconds}
 
 
+def sft_stage(profile, work: Path, steps: int) -> dict:
+    """Notebook 10's SFT on reasoning traces: the bundled traces, ``steps`` steps, merged."""
+    from medreason_lib import sft_traces
+
+    rows, _, _ = sft_traces.trace_sft_data(profile, source="bundled")
+    result = sft_traces.run_trace_sft(profile, rows, work / "sft", steps=steps, force=True)
+    return {"steps": result.steps, "first_loss": result.first_loss, "last_loss": result.last_loss,
+            "model_dir": str(result.model_dir)}  # fmt: skip
+
+
+def dpo_stage(profile, run, steps: int) -> dict:
+    """Notebook 11's DPO for safety from the GRPO adapter: the bundled pairs, ``steps`` steps."""
+    from medreason_lib import dpo, safety
+
+    pairs = safety.load_pairs()
+    dpo_run = dpo.train_dpo(profile, run, pairs, steps=steps)
+    return {"steps": steps, "adapter": str(dpo_run.adapter_dir)}
+
+
+def cpt_stage(profile, work: Path, steps: int) -> dict:
+    """Notebook 09's continued pretraining: LoRA plus trained embeddings, held-out perplexity
+    before and after (the first parameter of such a model is not on the GPU: issue 21)."""
+    from medreason_lib import pretrain
+    from medreason_lib.pretrain_setup import cpt_settings
+
+    settings = cpt_settings(profile, steps=steps, n_heldout=4, max_length=256)
+    corpus = pretrain.load_corpus(profile, settings)
+    result = pretrain.run_cpt(profile, corpus, settings, output_dir=work / "cpt")
+    return {"steps": steps, "perplexity": {k: getattr(result, k, None) for k in
+            ("heldout_before", "heldout_after")}}  # fmt: skip
+
+
+def impersonate(card: dict, bin_dir: Path) -> dict:
+    """Make this GPU look like ``card`` to Unsloth and to the course (``--as``), before
+    either is imported: torch.cuda's capability, name and properties, a memory cap, and an
+    ``nvidia-smi`` on ``PATH`` that answers the course's queries for that card."""
+    import types
+
+    import torch
+
+    from tools.rehearsal.runner import CUDA, DRIVER, NVIDIA_SMI, _write_script
+
+    real = torch.cuda.get_device_properties(0)
+    fraction = min(1.0, card["memory_gb"] * GiB / real.total_memory)
+    torch.cuda.set_per_process_memory_fraction(fraction, 0)
+    props = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("_")})
+    props.name, (props.major, props.minor) = card["name"], card["capability"]
+    props.total_memory = int(card["memory_gb"] * GiB)
+    torch.cuda.get_device_capability = lambda device=None: tuple(card["capability"])
+    torch.cuda.get_device_properties = lambda device=None: props
+    torch.cuda.get_device_name = lambda device=None: card["name"]
+    real_mem_get_info = torch.cuda.mem_get_info
+
+    def mem_get_info(device=None):
+        free, _ = real_mem_get_info(device)
+        cap = props.total_memory
+        return min(free, cap - torch.cuda.memory_reserved()), cap
+
+    torch.cuda.mem_get_info = mem_get_info
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    cap = ".".join(map(str, card["capability"]))
+    mib = int(card["memory_gb"] * 1024)
+    smi = NVIDIA_SMI.format(name=card["name"], driver=DRIVER, cap=cap, mib=mib, cuda=CUDA)
+    _write_script(bin_dir / "nvidia-smi", smi)
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    return {"card": card["name"], "capability": list(card["capability"]),
+            "memory_fraction": round(fraction, 4), "real": real.name}  # fmt: skip
+
+
 def export_stage(profile, run) -> dict:
     from medreason_lib import export
 
@@ -531,10 +607,23 @@ class Smoke:
             self.result["skipped"][f"{name}:export"] = f"{self.left():.0f} s of budget left"
         else:
             self.stage(record, "export", lambda: export_stage(profile, run))
+        for stage in args.stages:
+            if self.left() < 30:
+                self.result["skipped"][f"{name}:{stage}"] = f"{self.left():.0f} s of budget left"
+                continue
+            steps = args.steps
+            call = {
+                "sft": lambda: sft_stage(profile, work, steps),
+                "dpo": lambda: dpo_stage(profile, run, steps),
+                "cpt": lambda: cpt_stage(profile, work, steps),
+            }[stage]
+            self.stage(record, stage, call)
         self.save()
 
     def main(self) -> int:
         args = self.args
+        if args.as_card and not args.dry_run and _cuda() is not None:
+            self.result["as"] = impersonate(AS_CARDS[args.as_card], self.out / "bin")
         self.result["gpu"] = gpu_info()
         if not args.dry_run and self.result["gpu"]["name"] is None:
             print("no CUDA GPU: use --dry-run on a CPU")
@@ -613,6 +702,15 @@ def parse_args(argv=None):
         default=list(DEFAULT_MERGE),
         help="models whose adapter is saved and merged (none: --merge with no names)",
     )
+    p.add_argument(
+        "--stages", nargs="*", default=["sft", "dpo", "cpt"], choices=["sft", "dpo", "cpt"],
+        help="after train/evaluate/export: SFT on traces, DPO for safety, continued pretraining",
+    )  # fmt: skip
+    p.add_argument(
+        "--as", dest="as_card", choices=list(AS_CARDS), default=None,
+        help="make the GPU look like this card: its compute capability (t4: 7.5, the float16 "
+        "path) and name to Unsloth and the course, and its memory as a cap",
+    )  # fmt: skip
     p.add_argument("--work-dir", default=None, help="where models are built (default: /tmp)")
     p.add_argument("--keep", action="store_true", help="keep the built models and runs")
     return p.parse_args(argv)

@@ -343,7 +343,10 @@ class SamplePrinter(TrainerCallback):
         ):
             return
         text = completion_text(self.rewards[0].last_completions[0])[: self.max_chars]
-        scores = ", ".join(f"{r.__name__}={r.last_scores[0]:.2f}" for r in self.rewards)
+        scores = ", ".join(
+            f"{r.__name__}=" + ("none" if r.last_scores[0] is None else f"{r.last_scores[0]:.2f}")
+            for r in self.rewards
+        )  # None: a completion the reward does not score (or whose scoring raised)
         print(f"\n--- step {state.global_step} sample completion ({scores}) ---\n{text}\n")
 
 

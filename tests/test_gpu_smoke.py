@@ -83,7 +83,7 @@ def test_dry_run_runs_every_stage(dry_run):
     assert result["failed"] == []
     assert result["imports"]["ok"]
     stages = result["models"]["tiny"]["stages"]
-    assert list(stages) == ["build", "train", "evaluate", "export"]
+    assert list(stages) == ["build", "train", "evaluate", "export", "sft", "dpo", "cpt"]
     for name, entry in stages.items():
         assert entry["ok"], f"{name}: {entry.get('traceback')}"
         assert entry["seconds"] >= 0
