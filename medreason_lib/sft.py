@@ -226,7 +226,7 @@ def _build_or_copy(
     )
     use_course_progress(trainer, "SFT warm start")  # one bar, no printed loss dicts
     result = trainer.train()
-    print(f"SFT warm start: {steps} steps, final loss {result.training_loss:.3f} -> {output_dir}")
+    print(f"SFT warm start: {steps} steps, mean loss {result.training_loss:.3f} -> {output_dir}")
     trainer.save_model(str(output_dir))
     if _rank() == 0:  # one writer; under DDP every process trained the same weights
         tokenizer.save_pretrained(str(output_dir))
