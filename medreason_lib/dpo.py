@@ -41,7 +41,7 @@ from .callbacks import MetricsCSV, use_course_progress
 from .eval_sets import profile_benchmarks
 from .evaluation import EvalReport, EvalSettings, eval_engine_len, evaluate_loaded
 from .generation import make_generate, to_completion
-from .profiles import Profile
+from .profiles import Profile, capped
 from .safety import Verdict, judge, safety_rate
 from .training_config import precision_flags
 
@@ -63,11 +63,11 @@ def dpo_defaults(profile: Profile) -> dict:
 
 def default_steps(profile: Profile, n_pairs: int) -> int:
     """Tiny: ``TINY_DPO["steps"]``; GPU: ``epochs`` passes over ``n_pairs`` at the effective
-    batch."""
+    batch; either way at most ``$MEDREASON_MAX_STEPS`` when that is set."""
     d = dpo_defaults(profile)
     if "steps" in d:
-        return d["steps"]
-    return max(1, math.ceil(d["epochs"] * n_pairs / (d["batch"] * d["accumulation"])))
+        return capped(d["steps"])
+    return capped(max(1, math.ceil(d["epochs"] * n_pairs / (d["batch"] * d["accumulation"]))))
 
 
 def dpo_settings(profile: Profile, output_dir: Path, steps: int, **overrides) -> dict:

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .profiles import Profile
+from .profiles import Profile, capped
 from .training_config import precision_flags
 
 EMBEDDING_SUFFIX = "modules_to_save.default.weight"  # peft's full copy of a saved module
@@ -58,6 +58,10 @@ def cpt_settings(profile: Profile, **changes) -> CPTSettings:
             200, 5e-5, 1e-5, 8, 768, n_heldout=100, artificial_docs=2000,
             lr_scheduler_type="cosine", warmup_steps=0.1, optim="adamw_8bit",
         )  # fmt: skip
+    # the environment's caps (profiles.capped) shrink the defaults, never an explicit change
+    base = dataclasses.replace(
+        base, steps=capped(base.steps), n_heldout=capped(base.n_heldout, "MEDREASON_MAX_ITEMS")
+    )
     settings = dataclasses.replace(base, **changes)
     for name in ("steps", "batch_size", "max_length", "n_heldout"):
         if getattr(settings, name) < 1:

@@ -356,6 +356,13 @@ def _cap_value(var: str) -> int | None:
     return int(raw)
 
 
+def capped(value: int, var: str = "MEDREASON_MAX_STEPS") -> int:
+    """``value``, or the cap that ``$var`` sets when it is lower: for step and item counts
+    that are not profile fields (continued pretraining's steps, DPO's, a held-out set)."""
+    cap = _cap_value(var)
+    return value if cap is None else min(value, cap)
+
+
 def apply_caps(profile: Profile) -> Profile:
     """``profile`` with the environment's caps applied (``CAPS``, ``DATA_SOURCE_VAR``); the
     same profile when none is set. Prints what changed, once per profile and setting."""

@@ -66,7 +66,9 @@ def test_stand_ins_carry_the_pinned_versions():
         found[ad._normalise(fields["Name"])] = fields["Version"]
     assert set(found) == {ad._normalise(d) for d in simulate.STAND_INS}
     for dist, version in found.items():
-        assert PINS[dist] == version, f"stand-in {dist} {version}, requirements-gpu.txt {PINS[dist]}"
+        assert PINS[dist] == version, (
+            f"stand-in {dist} {version}, requirements-gpu.txt {PINS[dist]}"
+        )
 
 
 def _in_runtime(runtime: str, code: str, tmp_path, installed: dict | None = None):
@@ -108,13 +110,15 @@ def test_a_t4_runtime_shows_the_course_a_t4_and_torch_its_cpu(tmp_path):
 
 
 def test_a_fresh_colab_runtime_lacks_what_the_setup_cell_installs(tmp_path):
+    missing = "print(find_spec('trl') is None, find_spec('unsloth') is None)\n"
     code = (
-        "import importlib.util, subprocess, sys\n"
-        "print(importlib.util.find_spec('trl') is None, importlib.util.find_spec('unsloth') is None)\n"
-        "subprocess.run([sys.executable, '-m', 'pip', 'install', 'trl==1.15.0', "
+        "import subprocess, sys\n"
+        "from importlib.util import find_spec\n"
+        + missing
+        + "subprocess.run([sys.executable, '-m', 'pip', 'install', 'trl==1.15.0', "
         "'unsloth==2026.10.9'], check=True)\n"
-        "print(importlib.util.find_spec('trl') is None, importlib.util.find_spec('unsloth') is None)\n"
-        "import importlib.metadata as m; print(m.version('unsloth'))\n"
+        + missing
+        + "import importlib.metadata as m; print(m.version('unsloth'))\n"
     )
     done, state = _in_runtime("colab-t4", code, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]

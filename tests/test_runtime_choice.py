@@ -37,7 +37,9 @@ def pip_calls(monkeypatch):
         return subprocess.CompletedProcess(args, 0)
 
     monkeypatch.setattr(install.subprocess, "run", record)
-    monkeypatch.setattr(install.InstallPlan, "missing", lambda self, installed=None: list(self.requirements))
+    monkeypatch.setattr(
+        install.InstallPlan, "missing", lambda self, installed=None: list(self.requirements)
+    )
     return calls
 
 
@@ -45,7 +47,9 @@ def _installed(calls) -> str:
     return " ".join(" ".join(c) for c in calls)
 
 
-def test_setup_cell_installs_vllm_for_a_vllm_profile_before_vllm_exists(gpu, pip_calls, monkeypatch):
+def test_setup_cell_installs_vllm_for_a_vllm_profile_before_vllm_exists(
+    gpu, pip_calls, monkeypatch
+):
     """get_profile turns use_vllm off while vLLM is not importable; the install must plan from
     the profile as the course defines it, or vLLM is never installed (it was, on every GPU)."""
     monkeypatch.setattr(profiles.importlib.util, "find_spec", lambda name: None)
@@ -81,8 +85,12 @@ def test_the_driver_gate_has_a_way_past_it(gpu, pip_calls, monkeypatch):
     assert len(pip_calls) >= 2
 
 
-@pytest.mark.parametrize(("notebook", "stand_in"), [("06_scale", "tiny-qwen3"), ("07_scale", "tiny-gptoss")])
-def test_scale_notebooks_on_a_t4_run_their_stand_in_and_say_what_to_do(gpu, capsys, notebook, stand_in):
+@pytest.mark.parametrize(
+    ("notebook", "stand_in"), [("06_scale", "tiny-qwen3"), ("07_scale", "tiny-gptoss")]
+)
+def test_scale_notebooks_on_a_t4_run_their_stand_in_and_say_what_to_do(
+    gpu, capsys, notebook, stand_in
+):
     gpu(T4)
     chosen = install.profile_for_notebook(notebook)
     out = capsys.readouterr().out
@@ -115,7 +123,9 @@ def test_step_estimates_order_the_cards():
     three_b = PROFILES["3b"]
     times = [speed.estimate_step(three_b, g).seconds for g in ("T4", "L4", "A100-40GB", "H100")]
     assert times == sorted(times, reverse=True)
-    assert speed.gpu_key("NVIDIA A100-SXM4-80GB") == "A100-80GB" and speed.gpu_key("Tesla T4") == "T4"
+    assert (
+        speed.gpu_key("NVIDIA A100-SXM4-80GB") == "A100-80GB" and speed.gpu_key("Tesla T4") == "T4"
+    )
     assert speed.gpu_key("Quadro RTX 8000") is None
 
 

@@ -117,19 +117,23 @@ def warm_tiny(family: str) -> Path:
 
 
 def stand_in_hub(hub: Path) -> Path:
-    """A Hugging Face hub cache in which every GPU profile's model id (and Unsloth's 4-bit
-    copy of it) is the warm-started tiny model of its family (``warm_tiny``): what
-    ``from_pretrained(<hub id>)`` of transformers (a tokenizer the course counts with) and
-    of the Unsloth stand-in then load, offline, as they would the real model from the hub."""
+    """A Hugging Face hub cache in which every GPU profile's model id (Unsloth's 4-bit copy of
+    it, and the published model notebook 05 compares) is the warm-started tiny model of its
+    family (``warm_tiny``): what ``from_pretrained(<hub id>)`` of transformers (a tokenizer
+    the course counts with) and of the Unsloth stand-in then load, offline, as they would
+    the real model from the hub."""
     sys.path.insert(0, str(ROOT))
-    from medreason_lib.prefetch import UNSLOTH_4BIT
+    from medreason_lib.prefetch import REFERENCE_MODELS, UNSLOTH_4BIT
     from medreason_lib.profiles import PROFILES
 
     warm: dict[str, Path] = {}
     for profile in PROFILES.values():
         if profile.is_tiny:
             continue
-        for repo in {profile.model_id, UNSLOTH_4BIT.get(profile.model_id, profile.model_id)}:
+        repos = {profile.model_id, UNSLOTH_4BIT.get(profile.model_id, profile.model_id)}
+        if profile.name in REFERENCE_MODELS:  # the published model notebook 05 evaluates
+            repos.add(REFERENCE_MODELS[profile.name])
+        for repo in sorted(repos):
             entry = hub / ("models--" + repo.replace("/", "--"))
             snapshot = entry / "snapshots" / "rehearsal"
             if snapshot.is_dir():

@@ -54,7 +54,12 @@ STANDINS = HERE / "standins"
 GIB = 1024**3
 
 # distribution -> import name, for the course runtime a fresh Colab lacks (requirements.txt)
-HIDDEN = {"trl": "trl", "math-verify": "math_verify", "lm-eval": "lm_eval", "rapidfuzz": "rapidfuzz"}
+HIDDEN = {
+    "trl": "trl",
+    "math-verify": "math_verify",
+    "lm-eval": "lm_eval",
+    "rapidfuzz": "rapidfuzz",
+}
 # distribution -> import name, for the GPU stack whose stand-ins live in standins/
 STAND_INS = {
     "unsloth": "unsloth",
@@ -114,7 +119,9 @@ def violation(contract: str, message: str) -> None:
 
 
 def event(kind: str, detail: str) -> None:
-    update_state(lambda s: s["events"].append([os.environ.get("MEDREASON_NOTEBOOK", "?"), kind, detail]))
+    update_state(
+        lambda s: s["events"].append([os.environ.get("MEDREASON_NOTEBOOK", "?"), kind, detail])
+    )
 
 
 # --------------------------------------------------------------------------- packages
@@ -364,9 +371,9 @@ def _patch_torch(torch) -> None:
         "get_device_properties": lambda device=None: props,
         "mem_get_info": lambda device=None: (LEDGER.free(), LEDGER.total),
         # torch 2.x: including_emulation=True by default, so a T4 (7.5) says True
-        "is_bf16_supported": lambda including_emulation=True: True
-        if including_emulation
-        else tuple(gpu["capability"]) >= (8, 0),
+        "is_bf16_supported": lambda including_emulation=True: (
+            True if including_emulation else tuple(gpu["capability"]) >= (8, 0)
+        ),
         "empty_cache": lambda: LEDGER.collect(),
         "memory_allocated": lambda device=None: LEDGER.used,
         "max_memory_allocated": lambda device=None: LEDGER.peak,

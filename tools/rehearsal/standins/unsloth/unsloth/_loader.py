@@ -97,7 +97,9 @@ class FastLanguageModel:
             dtype = torch.float32
         plan = _plan(family, "grpo", load_in_4bit=load_in_4bit, lora_rank=max_lora_rank)
         weights = int(plan.breakdown["weights"] * GB)
-        sim.LEDGER.reserve(model, weights, f"model {model_name} ({'4' if load_in_4bit else '16'}-bit)")
+        sim.LEDGER.reserve(
+            model, weights, f"model {model_name} ({'4' if load_in_4bit else '16'}-bit)"
+        )
         model.max_seq_length = max_seq_length
         model._rehearsal_dtype = dtype
         model._rehearsal_forced_float32 = forced_float32
