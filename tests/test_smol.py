@@ -1,0 +1,56 @@
+"""SmolLM2-135M-Instruct built offline from the pinned wheel's GGUF (issue 23): a real small
+instruct model for the laptop track. The first build takes about half a minute; later tests
+read the cached folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medreason_lib import smol
+
+
+def test_the_gguf_is_the_pinned_file():
+    gguf = smol.find_gguf()
+    assert gguf.name == smol.SOURCE["file"]
+    assert gguf.stat().st_size == smol.SOURCE["bytes"]
+
+
+def test_a_gguf_with_another_checksum_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / smol.SOURCE["file"]
+    fake.write_bytes(b"GGUF not the pinned weights")
+    monkeypatch.setenv(smol.GGUF_ENV, str(fake))
+    with pytest.raises(smol.SmolUnavailable, match="is not the pinned"):
+        smol.find_gguf()
+
+
+def test_the_build_is_a_plain_model_with_an_end_of_turn_eos_and_pad():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smol.smol_model_path()
+    info = json.loads((folder / "smol_build.json").read_text())
+    assert info["source"]["sha256"] == smol.SOURCE["sha256"]
+    assert 130e6 < info["parameters"] < 140e6
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.eos_token == tokenizer.pad_token == smol.END_OF_TURN
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    messages = [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert "<|im_start|>system\nAnswer in one word.<|im_end|>" in text  # the system turn renders
+    batch = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    torch.manual_seed(0)
+    out = model.generate(**batch, max_new_tokens=12, do_sample=False)
+    reply = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in reply, reply  # a real model: it knows this (the tiny one writes noise)
+
+
+def test_offline_the_hub_id_resolves_to_the_local_build(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert smol.resolve_smol(smol.HUB_ID) == str(smol.smol_model_path())
+    assert smol.resolve_smol("tiny:qwen2") == "tiny:qwen2"
