@@ -27,6 +27,7 @@ from datasets import Dataset, Features, List, Value, concatenate_datasets
 
 from . import paths, profiles, template
 from .decontaminate import DecontaminationReport, decontaminate
+from .progress import say_once
 from .raw_formats import (
     MMLU_SUBJECTS,
     DataError,
@@ -275,7 +276,7 @@ def load_task(
         ds = _subsample(full, n, seed, name, split)
     if verbose:
         count = f"{total} items" if n is None else f"{len(ds)} of {total} items (seed {seed})"
-        print(f"{name}/{split}: {count} from {where}")
+        say_once(f"{name}/{split}: {count} from {where}")
     return ds
 
 
@@ -335,5 +336,5 @@ def mix(
     mixed = concatenate_datasets(parts).shuffle(seed=seed).flatten_indices()
     if verbose:
         detail = " + ".join(f"{name} {share}" for name, share in shares.items())
-        print(f"mix: {len(mixed)} rows = {detail} (seed {seed})")
+        say_once(f"mix: {len(mixed)} rows = {detail} (seed {seed})")
     return mixed

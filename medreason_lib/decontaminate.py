@@ -31,6 +31,8 @@ import numpy as np
 from datasets import Dataset
 from rapidfuzz import fuzz, process, utils
 
+from .progress import say_once
+
 _NON_WORD = re.compile(r"[^\w\s]")
 _BLOCK = 2000  # train rows per cdist call: bounds memory at _BLOCK x len(eval) floats
 
@@ -276,5 +278,5 @@ def decontaminate_against(
         collisions=collisions,
     )
     if verbose:
-        print(summary)
+        say_once(str(summary), again=f"decontamination: as above ({len(train)} rows checked)")
     return kept, summary

@@ -9,7 +9,10 @@ path) and returns one ``Noise`` per finding, of these kinds:
 - ``frozen-bar``: a progress bar whose saved state is short of its end: a tqdm widget keeps
   only the text it first drew (``0%``), and a text bar that never finished;
 - ``token-alignment``: transformers' "new PAD/BOS/EOS tokens" warning;
-- ``repeated-note``: the note on the official evaluation sets' sizes printed more than once.
+- ``repeated-note``: the note on the official evaluation sets' sizes printed more than once;
+- ``repeated-block``: the same block of ``BLOCK_LINES`` or more lines printed again in a later
+  cell (a library report, such as the training mix's, shown once per run is enough:
+  ``progress.say_once``).
 
 Text bars are read as a front end shows them: of each line, what follows its last ``\\r``.
 ``make course`` counts the findings of every notebook it runs; tests/test_notebook_noise.py
@@ -29,6 +32,7 @@ LOSS_DICT = re.compile(r"\{'(loss|train_runtime|train_loss|eval_loss)': ")
 LOSS_TABLE = re.compile(r"Training Loss")
 TOKEN_ALIGNMENT = re.compile(r"PAD/BOS/EOS")
 BAR = re.compile(r"(\d{1,3})%\|[^|\n]*\|\s*(\d+)/(\d+)")
+BLOCK_LINES = 5  # a repeated block: this many consecutive lines, printed again verbatim
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ def find_noise(notebook) -> list[Noise]:
         notebook = nbformat.read(str(notebook), as_version=4)
     found: list[Noise] = []
     notes = 0
+    seen: dict = {}
     for index, cell in enumerate(notebook.cells):
         if cell.get("cell_type") != "code":
             continue
@@ -108,6 +113,25 @@ def find_noise(notebook) -> list[Noise]:
                             notes += 1
                             if notes > 1:
                                 found.append(Noise(index, "repeated-note", line.strip()))
+                if kind == "stream":
+                    found += _repeated_blocks(index, shown, seen)
+    return found
+
+
+def _repeated_blocks(index: int, shown: str, seen: dict) -> list[Noise]:
+    """Blocks of ``BLOCK_LINES`` printed lines that an earlier output of another cell (or of
+    this one) printed already; ``seen`` maps each block to where it first appeared."""
+    lines = [line.rstrip() for line in shown.splitlines()]
+    found, covered = [], -1
+    for start in range(len(lines) - BLOCK_LINES + 1):
+        block = tuple(lines[start : start + BLOCK_LINES])
+        if not any(line.strip() for line in block):
+            continue
+        if block in seen and start > covered:
+            found.append(Noise(index, "repeated-block", f"{block[0].strip()} ... (first in cell "
+                                                        f"{seen[block]})"))  # fmt: skip
+            covered = start + BLOCK_LINES - 1
+        seen.setdefault(block, index)
     return found
 
 

@@ -142,3 +142,18 @@ def quiet_libraries() -> None:
     logger = logging.getLogger("transformers.trainer_utils")  # transformers uses this logger
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
+
+
+_SAID: set[str] = set()
+
+
+def say_once(text: str, *, again: str | None = None) -> None:
+    """Print ``text`` the first time this process says it; after that print ``again`` (a
+    short line, e.g. "the same mix as above") or nothing. A notebook that trains five times
+    shows its data report once, not five times (``notebook_noise``'s ``repeated-block``)."""
+    if text in _SAID:
+        if again:
+            print(again)
+        return
+    _SAID.add(text)
+    print(text)

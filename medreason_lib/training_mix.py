@@ -32,6 +32,7 @@ from . import data, label_balance
 from .decontaminate import Contamination, decontaminate_against
 from .label_balance import TaskBalance, label_shares, task_labels
 from .profiles import Profile
+from .progress import say_once
 from .raw_formats import official_pubmedqa_test_pmids
 
 EVAL_SPLITS = {task: "test" for task in data.TASKS}  # MedMCQA's "test" is its validation set
@@ -215,7 +216,7 @@ def build_training_mix(
             report.tasks[task] = TaskBalance(
                 task, "inherited", None, pool_counts, delivered[task], delivered[task]
             )
-    print(report)
+    say_once(str(report), again=f"training mix labels: as above ({len(mixed)} rows, seed {seed})")
     return mixed, report
 
 

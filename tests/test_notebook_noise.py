@@ -59,6 +59,8 @@ def test_each_kind_of_noise_is_found():
             _stream("  note: medqa's official evaluation set has 1273 items\n"),
             _stream("  note: gsm8k's official evaluation set has 1319 items\n"),
         ],
+        [_stream(MIX_REPORT)],
+        [_stream("GRPO run 2\n" + MIX_REPORT)],  # the same report again, in a later cell
     )
     kinds = [(n.cell, n.kind) for n in find_noise(nb)]
     assert kinds == [
@@ -68,7 +70,22 @@ def test_each_kind_of_noise_is_found():
         (3, "token-alignment"),
         (4, "frozen-bar"),
         (5, "repeated-note"),
+        (7, "repeated-block"),
     ]
+
+
+MIX_REPORT = "".join(f"  label {x}: {i} rows\n" for i, x in enumerate("abcdef"))
+
+
+def test_a_library_report_said_once_is_not_repeated(capsys):
+    from medreason_lib.progress import say_once
+
+    for _ in range(3):
+        say_once(MIX_REPORT.rstrip("\n"), again="training mix: as above")
+    shown = capsys.readouterr().out
+    nb = _notebook([_stream(shown)])
+    assert shown.count("label a") == 1 and shown.count("as above") == 2
+    assert find_noise(nb) == []
 
 
 def test_clean_outputs_pass_and_carriage_returns_are_read_as_shown():
