@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import answers, data, template
+from .errors import UserError
 from .profiles import Profile, get_profile
 from .template import DISCLAIMER  # noqa: F401  (re-exported: ask.DISCLAIMER)
 
 
-class AskError(ValueError):
+class AskError(UserError, ValueError):
     """A question that cannot be put in a training format (the message says what to give)."""
 
 
@@ -154,7 +155,10 @@ def ask(
     task, prompt = ask_prompt(question, context, options, task=task)
     settings = GenerationSettings.from_profile(profile)
     if max_new_tokens is not None:
+        if max_new_tokens < 1:
+            raise AskError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         settings = dataclasses.replace(settings, max_new_tokens=max_new_tokens)
+    check_fits(model_or_loaded, tokenizer, prompt, settings, profile)
     generate = _generator(model_or_loaded, tokenizer, settings, lora_path)
     completion = to_completion(list(generate([prompt]))[0])
     parsed = template.parse_completion(completion.text)
@@ -169,6 +173,40 @@ def ask(
         completion=completion.text,
         prompt=prompt,
     )
+
+
+def _parts(model_or_loaded, tokenizer) -> tuple:
+    """``(model, tokenizer)`` of what ``ask`` was given (``(None, None)``: a callable)."""
+    if isinstance(model_or_loaded, tuple) and len(model_or_loaded) == 2:
+        return model_or_loaded
+    return (
+        getattr(model_or_loaded, "model", model_or_loaded),
+        tokenizer or getattr(model_or_loaded, "tokenizer", None),
+    )
+
+
+def check_fits(model_or_loaded, tokenizer, prompt: list[dict], settings, profile: Profile) -> None:
+    """An ``AskError`` when the prompt's tokens plus ``max_new_tokens`` exceed the model's
+    positions (``max_position_embeddings``; on a vLLM profile also the engine's length, the
+    profile's ``max_seq_length``): past them a model writes garbage instead of failing."""
+    from .generation_base import render_prompts
+
+    model, tokenizer = _parts(model_or_loaded, tokenizer)
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or tokenizer is None:
+        return  # a callable or an engine: it knows its own limit
+    if profile.use_vllm:
+        limit = min(limit, profile.max_seq_length)
+    (text,) = render_prompts(tokenizer, [prompt], settings.chat_template_kwargs)
+    prompt_tokens = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    needed = prompt_tokens + settings.max_new_tokens
+    if needed > limit:
+        raise AskError(
+            f"the question and context take {prompt_tokens} tokens and the answer up to "
+            f"{settings.max_new_tokens} (--max-new-tokens): {needed} in all, over the model's "
+            f"limit of {limit} positions; shorten the context (or lower --max-new-tokens)"
+        )
 
 
 def load_trained(profile: Profile, run_dir: str | Path | None = None):

@@ -19,7 +19,10 @@ writes ``runs/<profile>/`` like the notebooks; ``--run-dir`` picks another train
 ``train`` also runs under ``accelerate launch -m medreason_lib train ...``.
 
 Bad input (no training run, GGUF on a CPU, a push without ``HF_TOKEN``, a question without a
-format) ends with exit status 2 and one line saying what to do, before any model is loaded.
+format, an unknown ``$MEDREASON_PROFILE``, a run folder that is a file, a damaged model folder,
+a run folder another ``train`` is using, ...) ends with exit status 2 and one line saying what
+to do, never a traceback: the library raises an ``errors.UserError`` and ``main`` prints its
+message. The cheap checks run before any model is loaded.
 Heavy modules are imported inside the subcommands, so ``--help`` answers at once.
 """
 
@@ -30,40 +33,41 @@ import os
 import sys
 from pathlib import Path
 
-from . import cli_args
+from . import cli_args, paths
 from .cli_args import PROG
+from .errors import UserError, one_line
 from .profiles import ENV_VAR, Profile, get_profile
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions that mean "bad input": reported in one line with exit status 2."""
-    from .ask import AskError
-    from .export import ExportUnavailable
+    """The exceptions that mean "bad input": reported in one line with exit status 2. Every
+    ``errors.UserError`` (``AskError``, ``DataError``, ``ExportUnavailable``, ``PrefetchError``,
+    ``ModelFolderError``, ``RunFolderError``, ...), and the modules' own that are not one."""
     from .loglik import LoglikError
-    from .prefetch import PrefetchError
     from .training_config import ConfigError
-    from .user_files import UserDataError
     from .user_rewards import RewardError
 
-    return (
-        *(FileNotFoundError, ExportUnavailable, AskError, ConfigError, PrefetchError),
-        *(LoglikError, UserDataError, RewardError),
-    )
+    return (UserError, FileNotFoundError, ConfigError, LoglikError, RewardError)
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """Bad input found by the command line itself."""
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _profile(args) -> Profile:
-    """The profile, chosen without loading anything (``--profile`` wins over the env)."""
+    """The profile, chosen without loading anything (``--profile`` wins over the env); an
+    unknown ``$MEDREASON_PROFILE`` or a bad cap (``$MEDREASON_MAX_STEPS``) is a usage error."""
     if args.profile:
         os.environ[ENV_VAR] = args.profile
-    return get_profile()
+    try:
+        return get_profile()
+    except ValueError as exc:
+        raise UsageError(exc) from None
+
+
+def _positive(value, option: str) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{option} must be at least 1, got {value}")
 
 
 def _start(args) -> Profile:
@@ -91,6 +95,8 @@ def _plan(args) -> int:
     gpu = args.gpu
     if gpu is not None and gpu.replace(".", "", 1).isdigit():
         gpu = float(gpu)  # GB
+        if not gpu > 0:
+            raise UsageError(f"--gpu {args.gpu}: a GPU's memory must be more than 0 GB")
     try:
         plan = memory.plan(profile.name, args.method, gpu=gpu)
     except ValueError as exc:  # an unknown GPU name
@@ -103,10 +109,13 @@ def _train(args) -> int:
     if int(os.environ.get("RANK", "0")) > 0:  # under accelerate/torchrun: process 0 reports
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     profile = _profile(args)
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    _positive(args.steps, "--steps")
     if args.sft_steps is not None and args.sft_steps < 0:
         raise UsageError(f"--sft-steps must be at least 0, got {args.sft_steps}")
+    if args.run_dir:  # a file, or a folder this process cannot write in: before any work
+        paths.usable_dir(args.run_dir, "--run-dir")
+    paths.runs_dir(profile.name)
+    paths.cache_dir()
     changes, overrides = {}, {}
     if args.steps is not None:
         changes["max_steps"] = args.steps
@@ -160,6 +169,7 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from . import export, prefetch
+    from .model_folders import check_adapter_folder, check_model_folder
 
     profile = _profile(args)
     if args.model and (args.adapter or args.base or args.baseline):
@@ -169,20 +179,22 @@ def _eval(args) -> int:
         )
     if args.baseline and args.adapter:
         raise UsageError("--baseline evaluates the model without an adapter: drop --adapter")
+    if args.name is not None:
+        paths.safe_name(args.name)  # a report file in runs/<profile>/eval, never elsewhere
+    paths.runs_dir(profile.name)  # the reports' folder: a file or not writable is refused
     base, adapter = args.base, None
     if args.model:
         base = prefetch.model_source(args.model)
+    if base and Path(base).expanduser().is_dir():
+        check_model_folder(base, "--model" if args.model else "--base")
     if not args.baseline and not args.model:
         if args.adapter:
-            adapter = Path(args.adapter)
-            if not (adapter / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"{adapter} holds no LoRA adapter (adapter_config.json)")
+            adapter = check_adapter_folder(args.adapter, "--adapter")
             if base is None and (export.run_dir_for(profile, args.run_dir) / "run.json").exists():
                 base = export.run_base_model(profile, args.run_dir)
         else:
             export.check_run(profile, args.run_dir)
-    if args.n is not None and args.n < 1:
-        raise UsageError(f"--n must be at least 1, got {args.n}")
+    _positive(args.n, "--n")
     if args.full and (args.method != "loglik" or args.n is not None):
         raise UsageError("--full is for --method loglik, without --n")
     if args.source is not None and args.method != "loglik":
@@ -274,13 +286,15 @@ def _export(args) -> int:
 
 def _ask(args) -> int:
     from . import ask, export
+    from .model_folders import check_model_folder
 
     profile = _profile(args)
     ask.ask_prompt(args.question, args.context, args.options, task=args.task)  # fail early
+    _positive(args.max_new_tokens, "--max-new-tokens")
     if args.model is None:
         export.check_run(profile, args.run_dir)
-    elif not Path(args.model).is_dir():
-        raise FileNotFoundError(f"--model {args.model} is not a folder")
+    else:
+        check_model_folder(args.model, "--model")  # config, weights, tokenizer: whole
     _start(args)
     from . import models
 
@@ -340,9 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        if not isinstance(exc, (UsageError, *_usage_errors())):
+        if not isinstance(exc, _usage_errors()):
             raise
-        detail = str(exc) if getattr(exc, "multiline", False) else _one_line(exc)
+        detail = str(exc) if getattr(exc, "multiline", False) else one_line(exc)
         print(f"{PROG} {args.command}: error: {detail}", file=sys.stderr)
         return 2
 

@@ -56,11 +56,20 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         help="GRPO training (training.train), as notebook 04",
         description="Run training.train(profile): the SFT warm start where the profile has one, "
         "then GRPO; writes checkpoints, metrics.csv, the adapter and run.json to the run "
-        "folder. Also runs as `accelerate launch -m medreason_lib train ...`.",
+        "folder. A run folder that already holds a run is not overwritten: without --resume "
+        "the earlier run is moved into <run folder>/previous-<time>/ (a run folder of its own: "
+        "eval --run-dir reads it; delete it when done). One train at a time per folder: a "
+        "second is refused, naming the first (train.lock). Also runs as `accelerate launch -m "
+        "medreason_lib train ...`.",
     )
     _common(p)
     p.add_argument("--steps", type=int, help="GRPO steps in all (default: the profile's max_steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last complete checkpoint (one cut off by a crash is skipped); "
+        "a run whose last checkpoint is at --steps is finished without training",
+    )
     p.add_argument(
         "--sft-steps",
         type=int,

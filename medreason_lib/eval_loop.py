@@ -22,9 +22,10 @@ import time
 from pathlib import Path
 
 from . import answers, data, paths, template
+from .eval_records import drop_cut_off_line, read_records
 from .generation import make_generate, to_completion
 from .profiles import Profile, get_profile
-from .reports import EvalReport, EvalSettings, digest, read_records
+from .reports import EvalReport, EvalSettings, digest
 
 
 def chat_prompt(row: dict, system_prompt: str | None) -> list[dict[str, str]]:
@@ -170,6 +171,7 @@ def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | li
 def _records_path(name: str | None, out_dir, profile: Profile) -> Path | None:
     if name is None:
         return None
+    paths.safe_name(name, "the evaluation name")  # "../x" or "/x" would write elsewhere
     folder = Path(out_dir) if out_dir else eval_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{name}.jsonl"
@@ -219,9 +221,10 @@ def evaluate(
     ``settings``: default ``EvalSettings.from_profile(profile)`` (the profile defaults to
     ``get_profile()``). ``batch_size``: prompts per generate call (default: the backend's).
     ``name``: save records to ``<out_dir>/<name>.jsonl`` (default out_dir
-    ``runs/<profile>/eval``) after every batch and the report to ``<name>.json``;
-    ``resume=True`` keeps the finished records of that file and generates only the rest
-    (without it, an existing file is replaced). Items run shortest prompt first, to pad less.
+    ``runs/<profile>/eval``) after every batch and the report to ``<name>.json`` (``name`` is a
+    plain file name: ``paths.safe_name``); ``resume=True`` keeps the finished records of that
+    file, drops a last line cut off by a kill, and generates only the rest (without it, an
+    existing file is replaced). Items run shortest prompt first, to pad less.
     ``model_id``: which model this is (``model_identity``); kept in every record and the
     report, and ``resume`` refuses records of another model.
     """
@@ -230,6 +233,8 @@ def evaluate(
     items = _items(dataset, settings, model_id)
     gen = make_generate(generate, tokenizer, settings=settings.generation, lora_path=lora_path)
     path = _records_path(name, out_dir, profile)
+    if path and resume and path.exists():  # a kill mid-write: its half line goes, not glued
+        drop_cut_off_line(path)
     done = _resumed(path, items) if (path and resume) else {}
     if done:
         print(f"resuming: {len(done)} of {len(items)} items already evaluated in {path}")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .memory import STANDBY_ENV
+from .model_folders import check_before_loading
 from .model_kwargs import (  # noqa: F401  (re-exported: models.unsloth_load_kwargs, ...)
     CPT_EMBEDDING_MODULES,
     cpt_lora_config,
@@ -125,7 +126,9 @@ def load_model(
     """
     name = str(base) if base else profile.model_id
     if profile.is_tiny:
-        model, tokenizer = _load_tiny(resolve_model_id(name, seed=profile.seed))
+        name = resolve_model_id(name, seed=profile.seed)
+        check_before_loading(name, adapter)
+        model, tokenizer = _load_tiny(name)
         if adapter is not None:
             from peft import PeftModel
 
@@ -136,6 +139,7 @@ def load_model(
                 f"profile {profile.name!r} generates with vLLM, which cannot see a peft-wrapped "
                 "adapter: use models.load_for_eval(profile, adapter=...) and pass its lora_path"
             )
+        check_before_loading(name, adapter)
         model, tokenizer = _load_unsloth(profile, name)
         if adapter is not None:
             from peft import PeftModel
@@ -180,6 +184,7 @@ def load_for_eval(
         return load_model(profile, base=base, adapter=adapter)
     from unsloth import FastLanguageModel  # GPU only
 
+    check_before_loading(str(base or profile.model_id), adapter)
     kwargs = unsloth_load_kwargs(profile, str(base) if base else None)
     if max_seq_length:  # the engine's max_model_len: room for the longest prompt + answer
         kwargs["max_seq_length"] = max(kwargs["max_seq_length"], max_seq_length)
@@ -321,11 +326,14 @@ def load_for_training(profile: Profile, *, base: str | Path | None = None):
     """
     name = str(base) if base else profile.model_id
     if profile.is_tiny:
-        model, tokenizer = _load_tiny(resolve_model_id(name, seed=profile.seed))
+        name = resolve_model_id(name, seed=profile.seed)
+        check_before_loading(name)
+        model, tokenizer = _load_tiny(name)
         model.train()
         return model, tokenizer, lora_config(profile)
     from unsloth import FastLanguageModel  # GPU only
 
+    check_before_loading(name)
     model, tokenizer = _load_unsloth(profile, name)
     model = FastLanguageModel.get_peft_model(model, **unsloth_peft_kwargs(profile))
     return model, tokenizer, None

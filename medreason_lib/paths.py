@@ -8,7 +8,11 @@ machine can keep its cache out of the home directory.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from pathlib import Path
+
+from .errors import UserError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -35,10 +39,10 @@ def runs_dir(profile_name: str | None = None) -> Path:
 
     The folder is created on first use.
     """
-    base = Path(os.environ.get("MEDREASON_RUNS") or repo_root() / "runs")
+    explicit = os.environ.get("MEDREASON_RUNS")
+    base = Path(explicit).expanduser() if explicit else repo_root() / "runs"
     path = base / profile_name if profile_name else base
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return usable_dir(path, "$MEDREASON_RUNS" if explicit else "the runs folder")
 
 
 def cache_dir() -> Path:
@@ -48,12 +52,50 @@ def cache_dir() -> Path:
     """
     explicit = os.environ.get("MEDREASON_CACHE")
     if explicit:
-        path = Path(explicit)
+        path, what = Path(explicit).expanduser(), "$MEDREASON_CACHE"
     else:
         xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        path = Path(xdg) / "medreason"
-    path.mkdir(parents=True, exist_ok=True)
+        path, what = Path(xdg) / "medreason", "the cache folder"
+    return usable_dir(path, what)
+
+
+_WRITABLE: set[Path] = set()  # folders found writable in this process (checked once)
+
+
+def usable_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a folder this process can write in, created when missing. A ``UserError``
+    naming ``what`` (``--run-dir``, ``$MEDREASON_RUNS``) when it, or a folder above it, is a
+    file, or when it cannot be created or written in (tried with a scratch file, since
+    permission bits say nothing to root or on a read-only disk)."""
+    path = Path(path).expanduser()
+    if path.is_dir() and path in _WRITABLE:
+        return path
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            where = "" if part == path else f" ({part} is a file)"
+            raise UserError(f"{what} {path} is not a folder{where}: choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        message = f"{what} {path} is not writable ({reason}): choose another folder"
+        raise UserError(message) from None
+    _WRITABLE.add(path)
     return path
+
+
+def safe_name(name: str, what: str = "--name") -> str:
+    """``name`` when it is a plain file name (letters, digits, ``_.+=@-``, not starting with a dot,
+    no separator, at most 120 characters), so ``<folder>/<name>.json`` stays in the folder;
+    a ``UserError`` naming ``what`` otherwise."""
+    if not isinstance(name, str) or not re.fullmatch(r"\w[\w.+=@-]{0,119}", name, re.ASCII):
+        raise UserError(
+            f"{what} {name!r} is not a plain name (it names a file in the report folder): use "
+            "letters, digits and _.+=@-, no folder separators, not starting with '.', at most "
+            "120 characters"
+        )
+    return name
 
 
 def reference_data_dir() -> Path | None:

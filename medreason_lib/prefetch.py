@@ -42,6 +42,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
 from .profiles import PROFILES, Profile, get_profile
 
 # The published reference model of a profile (``eval --model``; notebook 05 offers it).
@@ -320,7 +321,7 @@ def prefetch(
 # --------------------------------------------------------------------------- the command line
 
 
-class PrefetchError(ValueError):
+class PrefetchError(UserError, ValueError):
     """Bad input to ``prefetch`` or ``eval --model`` (the command line exits with status 2)."""
 
 

@@ -24,6 +24,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from . import paths
+from .errors import UserError
 
 LETTERS = ("A", "B", "C", "D")
 PUBMEDQA_LABELS = ("yes", "no", "maybe")
@@ -49,7 +50,7 @@ _GSM8K_FINAL = re.compile(r"####\s*(\S+)\s*$")
 _NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A row of a data file (or a hub row) that does not match its documented format."""
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .answer_stats import (
     recall_per_label,
     recall_text,
 )
+from .eval_records import read_records
 from .eval_sets import answer_labels
 from .generation import GenerationSettings
 from .profiles import Profile
@@ -250,7 +252,9 @@ class EvalReport:
         records themselves live in the JSONL file of the same name."""
         path = Path(path)
         meta = self.to_dict() | {"ids": [r["id"] for r in self.records]}
-        path.write_text(json.dumps(meta, indent=2) + "\n")
+        tmp = path.with_name(f".{path.name}.tmp")  # a crash leaves the old report or the new
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, path)
         return path
 
     @classmethod
@@ -271,27 +275,6 @@ class EvalReport:
             records_path=str(jsonl),
             model=meta.get("model"),
         )
-
-
-def read_records(path: Path) -> dict[str, dict]:
-    """The records of a JSONL file by id (a later line for an id replaces an earlier one).
-
-    A last line cut short by an interruption is ignored; a damaged line elsewhere raises.
-    """
-    lines = path.read_text().splitlines() if path.exists() else []
-    done = {}
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                print(f"{path}: ignoring a cut-off last line")
-                continue
-            raise ValueError(f"{path}, line {i + 1}: not valid JSON") from None
-        done[record["id"]] = record
-    return done
 
 
 # --------------------------------------------------------------------------- compare

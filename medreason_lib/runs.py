@@ -9,18 +9,20 @@ anything heavy is imported (on a GPU, Unsloth must be imported before transforme
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import paths
+from .errors import UserError
+from .model_folders import check_adapter_folder, check_model_folder
 from .profiles import Profile
+from .run_folder import read_run_info
 
 if TYPE_CHECKING:
     from .training import TrainingRun
 
 
-class ExportUnavailable(RuntimeError):
+class ExportUnavailable(UserError, RuntimeError):
     """An export (or a step on a finished run) that cannot run here or with these inputs.
     Raised before any model is loaded; the message (one line) says what to do instead."""
 
@@ -34,14 +36,13 @@ def check_run(profile: Profile, run_dir: str | Path | None = None) -> Path:
     """The run folder, after checking (without importing the training stack) that it holds a
     finished run of this profile. ``FileNotFoundError``/``ExportUnavailable`` say what to do."""
     folder = run_dir_for(profile, run_dir)
-    info_path = folder / "run.json"
-    if not info_path.is_file():
+    if not (folder / "run.json").is_file():
         raise FileNotFoundError(
             f"no finished training run in {folder} (missing run.json): train one first with "
             f"`python -m medreason_lib train --profile {profile.name}` (or notebook 04), "
             "or point --run-dir at a run folder"
         )
-    trained_with = json.loads(info_path.read_text()).get("profile")
+    trained_with = read_run_info(folder).get("profile")  # a damaged run.json: one line
     if trained_with not in (None, profile.name):
         raise ExportUnavailable(
             f"the run in {folder} was trained with profile {trained_with!r}, not "
@@ -53,17 +54,16 @@ def check_run(profile: Profile, run_dir: str | Path | None = None) -> Path:
 def run_base_model(profile: Profile, run_dir: str | Path | None = None) -> str:
     """The base model a finished run's adapter belongs to, read from its ``run.json`` without
     importing the training stack (on a GPU, Unsloth must be imported before transformers)."""
-    return json.loads((check_run(profile, run_dir) / "run.json").read_text())["base_model"]
+    return read_run_info(check_run(profile, run_dir))["base_model"]
 
 
 def load_run(profile: Profile, run_dir: str | Path | None = None) -> TrainingRun:
-    """The finished ``TrainingRun`` in ``run_dir`` (default ``runs/<profile>/grpo``)."""
+    """The finished ``TrainingRun`` in ``run_dir`` (default ``runs/<profile>/grpo``), its
+    adapter and a local base model checked whole (``model_folders``) before anything loads."""
     from .training import TrainingRun
 
     run = TrainingRun.load(check_run(profile, run_dir))
-    if not (run.adapter_dir / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{run.adapter_dir} holds no LoRA adapter (adapter_config.json): the run did not "
-            "finish saving; train it again"
-        )
+    check_adapter_folder(run.adapter_dir, "the run's adapter")  # whole, before any load
+    if Path(run.base_model).is_absolute() or Path(run.base_model).is_dir():
+        check_model_folder(run.base_model, "the run's base model (run.json)")
     return run

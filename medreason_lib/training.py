@@ -14,17 +14,22 @@
    most 0.5 each, correctness 2.0; their sum is the reward, no extra weights), plus any
    ``extra_rewards`` of yours (``user_rewards``);
 6. checkpoints every ``profile.save_steps`` into the run folder; ``resume=True`` continues
-   from the last one with step count, optimizer and scheduler state;
+   from the last complete one with step count, optimizer and scheduler state (a checkpoint
+   cut off by a crash is skipped; one already at ``max_steps`` finishes the run untrained);
 7. metrics in ``<run>/metrics.csv``, the LoRA adapter in ``<run>/adapter``, and
    ``<run>/run.json`` saying which base model the adapter belongs to.
 
 The run folder is ``runs/<profile>/grpo`` unless ``run_dir`` is given; set
-``MEDREASON_RUNS`` to a Google Drive folder on Colab so a disconnect loses nothing.
+``MEDREASON_RUNS`` to a Google Drive folder on Colab so a disconnect loses nothing. One
+process trains into a folder at a time (``train.lock``), a fresh run moves an earlier one
+aside into ``<run>/previous-<time>/`` instead of deleting it, and the adapter and
+``run.json`` are saved atomically (``medreason_lib.run_folder`` gives the rules).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +47,17 @@ from .callbacks import (
 from .models import EvalModel, close_trainer, for_inference, free_memory
 from .profiles import Profile, gpu_memory_gb
 from .rewards import REWARD_FUNCS
+from .run_folder import (
+    RunFolderError,
+    RunLock,
+    adapter_from_checkpoint,
+    checkpoint_step,
+    read_run_info,
+    replace_folder,
+    resume_checkpoint,
+    set_aside_earlier_run,
+    write_json_atomic,
+)
 from .training_config import filter_long_prompts, grpo_config, preflight
 from .training_mix import prepare_training_data
 from .user_rewards import check_rewards
@@ -88,17 +104,13 @@ class TrainingRun:
     def load(cls, run_dir: str | Path) -> TrainingRun:
         """Read ``run.json`` of a finished run (e.g. to evaluate or export it)."""
         run_dir = Path(run_dir)
-        info_path = run_dir / "run.json"
-        if not info_path.exists():
-            raise FileNotFoundError(
-                f"no finished training run in {run_dir} (missing run.json): train first "
-                "(notebook 04 or `python -m medreason_lib train`)"
-            )
-        info = json.loads(info_path.read_text())
+        info = read_run_info(run_dir)  # an adapter_dir outside the folder is refused
+        if not isinstance(info.get("base_model"), str) or "global_step" not in info:
+            raise RunFolderError(f"{run_dir}/run.json lacks base_model or global_step")
         return cls(
             run_dir=run_dir,
             base_model=info["base_model"],
-            adapter_dir=run_dir / info["adapter_dir"],
+            adapter_dir=run_dir / info.get("adapter_dir", "adapter"),
             metrics_csv=run_dir / "metrics.csv",
             global_step=info["global_step"],
             reward_seconds=info.get("reward_seconds", 0.0),
@@ -112,32 +124,16 @@ def default_run_dir(profile: Profile) -> Path:
 
 def _earlier_times(run_dir: Path) -> tuple[float, float]:
     """Reward and training seconds of the attempts before a resume (from ``run.json``)."""
-    info_path = run_dir / "run.json"
-    if not info_path.exists():
-        return 0.0, 0.0
-    info = json.loads(info_path.read_text())
+    try:
+        info = read_run_info(run_dir) if (run_dir / "run.json").exists() else {}
+    except RunFolderError:  # cut off by a crash: the times are lost, the run is not
+        info = {}
     return info.get("reward_seconds", 0.0), info.get("train_seconds", 0.0)
 
 
-def _clear_earlier_run(run_dir: Path) -> None:
-    """A fresh run (``resume=False``) must not leave an earlier run's checkpoints behind:
-    a later ``resume=True`` would pick the highest-numbered one, which could be the old
-    run's. Say what is removed; the SFT warm start is kept (it checks its own settings)."""
-    import shutil
-
-    old = sorted(run_dir.glob("checkpoint-*")) + [
-        p
-        for p in (run_dir / "adapter", run_dir / "metrics.csv", run_dir / "run.json")
-        if p.exists()
-    ]
-    if not old:
-        return
-    print(
-        f"starting a fresh run in {run_dir}: removing {', '.join(p.name for p in old)} of an "
-        "earlier run (pass resume=True to continue a run instead)"
-    )
-    for path in old:  # under DDP every process clears the same folder: one may be first
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+def _rank() -> int:
+    """This process's rank under ``accelerate launch``/``torchrun`` (0 alone)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def build_trainer(
@@ -198,21 +194,50 @@ def train(
     ``reward_funcs``); each is checked on two sample rows before any model loads
     (``user_rewards.check_rewards``) and named in ``run.json``.
 
+    The run folder: another process training into it is refused (``train.lock`` names it);
+    without ``resume`` an earlier run there is moved into ``<run>/previous-<time>/``, never
+    deleted; ``resume=True`` skips checkpoints cut off by a crash, and a last checkpoint
+    already at ``max_steps`` finishes the run (adapter, ``run.json``) without training.
+
     When it returns, the trainer, its optimizer state and (unless ``keep_model``) the model
     are freed: the GPU holds nothing of this run. ``keep_model=True`` keeps the trained model
     in ``run.model`` (an ``models.EvalModel``) to evaluate it in place without loading a
     second copy; ``run.close()`` (or ``with train(...) as run:``) frees it afterwards.
     """
+    run_dir = paths.usable_dir(run_dir or default_run_dir(profile), "the run folder")
+    # under accelerate/torchrun process 0 holds the lock for the processes of its launch
+    with RunLock(run_dir) if _rank() == 0 else contextlib.nullcontext():
+        return _train(
+            profile, run_dir, resume, dataset, reward_funcs, sample_every, keep_model,
+            base_model, extra_rewards, config_overrides,
+        )  # fmt: skip
+
+
+def _train(
+    profile, run_dir, resume, dataset, reward_funcs, sample_every, keep_model, base_model,
+    extra_rewards, config_overrides,
+) -> TrainingRun:  # fmt: skip
     import time
 
-    run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
-    run_dir.mkdir(parents=True, exist_ok=True)
     # the mix (labels chosen per task) or the given rows, minus every evaluation item
     dataset, data_record = prepare_training_data(profile, dataset)
     preflight(profile, dataset, gpu_gb=None if profile.is_tiny else gpu_memory_gb())
     extra_rewards = check_rewards(extra_rewards, dataset)
     if extra_rewards:
         reward_funcs = [*(reward_funcs or REWARD_FUNCS), *extra_rewards]
+    if profile.shaping_rewards:  # TRL's shaping rewards the profile names (medreason_lib.shaping)
+        from .shaping import with_shaping_rewards
+
+        reward_funcs, config_overrides = with_shaping_rewards(
+            profile, reward_funcs or REWARD_FUNCS, config_overrides
+        )
+    checkpoint = resume_checkpoint(run_dir, move=_rank() == 0) if resume else None
+    if resume:
+        print(f"resuming from {checkpoint}" if checkpoint else f"no complete checkpoint in "
+              f"{run_dir}; starting at step 0")  # fmt: skip
+    elif _rank() == 0:  # before the warm start, which a changed setting retrains
+        set_aside_earlier_run(run_dir)
+    earlier = _earlier_times(run_dir) if checkpoint else (0.0, 0.0)
 
     if base_model is not None:  # a given SFT result (notebook 10): GRPO starts from it
         base_model = str(base_model)
@@ -225,16 +250,12 @@ def train(
 
     if keep_model and profile.use_vllm:  # the kept model's engine must fit the evaluation too
         profile = _engine_for_evaluation(profile, base_model)
-    checkpoint = get_last_checkpoint(str(run_dir)) if resume else None
-    earlier = _earlier_times(run_dir) if checkpoint else (0.0, 0.0)
-    if resume:
-        print(
-            f"resuming from {checkpoint}"
-            if checkpoint
-            else f"no checkpoint in {run_dir}; starting at step 0"
-        )
-    else:
-        _clear_earlier_run(run_dir)
+    max_steps = config_overrides.get("max_steps", profile.max_steps)
+    adapter_dir = run_dir / "adapter"
+    record = {"profile": profile.name, "base_model": base_model, "adapter_dir": "adapter",
+              "extra_rewards": [fn.__name__ for fn in extra_rewards], **data_record}  # fmt: skip
+    if checkpoint is not None and checkpoint_step(checkpoint) >= max_steps:
+        return _finish_at(checkpoint, profile, run_dir, record, earlier, keep_model, max_steps)
     trainer, rewards = build_trainer(
         profile,
         run_dir,
@@ -247,16 +268,21 @@ def train(
     began = time.perf_counter()
     interrupted = False
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:  # the stop button: keep what was trained, end the cell cleanly
         interrupted = True
     train_seconds = time.perf_counter() - began
 
-    adapter_dir = run_dir / "adapter"
+    zero = trainer.is_world_process_zero()  # under accelerate, one process writes
+    if zero:  # no run.json while the adapter is replaced: a crash then leaves no mixed run
+        (run_dir / "run.json").unlink(missing_ok=True)
     if interrupted:
         _keep_interrupted(trainer, run_dir, adapter_dir)
     else:
-        trainer.save_model(str(adapter_dir))
+        partial = run_dir / "adapter.partial"
+        trainer.save_model(str(partial))
+        if zero:
+            replace_folder(partial, adapter_dir)
     run = TrainingRun(
         run_dir=run_dir,
         base_model=base_model,
@@ -266,20 +292,9 @@ def train(
         reward_seconds=earlier[0] + sum(r.seconds for r in rewards),
         train_seconds=earlier[1] + train_seconds,
     )
-    info = {
-        "profile": profile.name,
-        "base_model": base_model,
-        "adapter_dir": "adapter",
-        "global_step": run.global_step,
-        "reward_seconds": run.reward_seconds,
-        "train_seconds": run.train_seconds,
-        "extra_rewards": [fn.__name__ for fn in extra_rewards],
-        "processes": trainer.accelerator.num_processes,  # > 1 under accelerate launch (DDP)
-        "interrupted": interrupted,
-        **data_record,  # label targets and shares, rows removed by decontamination per task
-    }
-    if trainer.is_world_process_zero():  # under accelerate, one process writes
-        (run_dir / "run.json").write_text(json.dumps(info, indent=2))
+    if zero:
+        processes = trainer.accelerator.num_processes  # > 1 under accelerate launch (DDP)
+        _write_run_json(run, record, processes=processes, interrupted=interrupted)
     model = close_trainer(trainer, keep_model=keep_model)
     tokenizer = trainer.processing_class
     del trainer
@@ -290,6 +305,35 @@ def train(
         del kept
     del model, tokenizer
     free_memory()
+    return run
+
+
+def _write_run_json(run: TrainingRun, record: dict, **more) -> None:
+    """``run.json``: ``record`` (profile, base model, rewards, data) with the run's step and
+    times, written atomically."""
+    info = record | {"global_step": run.global_step, "reward_seconds": run.reward_seconds,
+                     "train_seconds": run.train_seconds, **more}  # fmt: skip
+    write_json_atomic(run.run_dir / "run.json", info)
+
+
+def _finish_at(checkpoint, profile, run_dir, record, earlier, keep_model, max_steps):
+    """A resumed run whose last complete checkpoint is already at ``max_steps`` (a crash
+    during the final save): its adapter and ``run.json`` from that checkpoint, no training."""
+    step = checkpoint_step(checkpoint)
+    print(f"{checkpoint.name} is at step {step}, max_steps is {max_steps}: finishing the run "
+          "from it (adapter, run.json) without training")  # fmt: skip
+    run = TrainingRun(run_dir, record["base_model"], run_dir / "adapter", run_dir / "metrics.csv",
+                      step, *earlier)  # fmt: skip
+    if _rank() == 0:
+        (run_dir / "run.json").unlink(missing_ok=True)
+        adapter_from_checkpoint(checkpoint, run.adapter_dir)
+        _write_run_json(run, record, processes=1, interrupted=False)
+    if keep_model:
+        from .models import load_for_eval
+
+        length = profile.max_seq_length if profile.use_vllm else None
+        run.model = load_for_eval(profile, base=run.base_model, adapter=run.adapter_dir,
+                                  max_seq_length=length)  # fmt: skip
     return run
 
 

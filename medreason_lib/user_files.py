@@ -10,7 +10,12 @@ compared in lower case without surrounding spaces.
 
 Lines are numbered as an editor shows them, from 1, blank lines included; a CSV record with
 a line break inside a quoted field is named by its first line. A ``.csv`` file whose header
-holds no comma but semicolons (or tabs) is read with that separator.
+holds no comma but semicolons (or tabs) is read with that separator. A field holding a NUL
+byte, or a JSON line nested too deep to read, is a problem of its line.
+
+A file larger than ``max_data_mb()`` (10 MB, or ``$MEDREASON_MAX_DATA_MB``) is refused before
+it is read: reading, decontaminating and tokenizing it would take minutes with nothing shown,
+and a run of ``max_steps`` steps reads far fewer rows.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import csv
 import difflib
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +36,9 @@ OPTION_COLUMNS = {**{c.lower(): c for c in LETTERS}, **{f"option_{c.lower()}": c
 KNOWN = {*REQUIRED, "context", "options", "id", "subject", *OPTION_COLUMNS}
 FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 MAX_SHOWN = 20  # problems listed in a UserDataError's message (the count says how many more)
+MAX_DATA_MB_VAR = "MEDREASON_MAX_DATA_MB"
+DEFAULT_MAX_DATA_MB = 10.0
+MAX_DEPTH = 8  # lists and objects in a JSON line (options are one level inside the row: 2)
 
 
 class UserDataError(DataError):
@@ -46,6 +55,10 @@ class UserDataError(DataError):
             shown.append(f"... and {len(lines) - MAX_SHOWN} more problems")
         where = len({p[0] for p in self.problems if p[0] is not None})
         head = f"{path}: {len(lines)} problem(s)" + (f" on {where} line(s)" if where else "")
+        self.multiline = len(lines) > 1  # one problem: one line, the whole message
+        if not self.multiline:
+            super().__init__(f"{shown[0]} (nothing was loaded)")
+            return
         super().__init__(f"{head}; nothing was loaded:\n  " + "\n  ".join(shown))
 
 
@@ -178,6 +191,9 @@ def _jsonl_records(path: Path, text: str, default_type) -> tuple[list, list[str]
         except json.JSONDecodeError as e:
             problems.append((line, None, f"not valid JSON: {e.msg} (column {e.colno})"))
             continue
+        except RecursionError:
+            problems.append((line, None, f"nested too deep to read (over {MAX_DEPTH} levels)"))
+            continue
         except _RepeatedKey as e:
             problems.append((line, e.key, "the key appears more than once in this object"))
             continue
@@ -186,6 +202,9 @@ def _jsonl_records(path: Path, text: str, default_type) -> tuple[list, list[str]
             problems.append(
                 (line, None, f'expected a JSON object ({{"question": ...}}), got a {kind}')
             )
+            continue
+        if _depth(obj) > MAX_DEPTH:  # a field is text, or a list or object of texts (options)
+            problems.append((line, None, f"nested more than {MAX_DEPTH} levels deep"))
             continue
         ignored.update(dict.fromkeys(k for k in obj if k not in KNOWN))
         records.append((line, obj))
@@ -204,6 +223,60 @@ def read_records(
     if kind not in ("csv", "jsonl"):
         problem = f"unknown format {path.suffix!r}; use .csv, .tsv, .jsonl (or file_format=)"
         raise UserDataError(path, [(None, None, problem)])
+    limit, size = max_data_mb(), path.stat().st_size / 2**20
+    if size > limit:
+        problem = (
+            f"the file is {size:.1f} MB, over the limit of {limit:g} MB (${MAX_DATA_MB_VAR}): "
+            "loading, decontaminating and tokenizing it would take minutes; use fewer rows, or "
+            f"set {MAX_DATA_MB_VAR}={int(size) + 1} to load it anyway"
+        )
+        raise UserDataError(path, [(None, None, problem)])
     text = _decode(path, path.read_bytes())
     read = _csv_records if kind == "csv" else _jsonl_records
-    return read(path, text, default_type)
+    records, ignored, problems = read(path, text, default_type)
+    nul = [(line, key) for line, row in records for key, value in row.items() if _has_nul(value)]
+    problems += [(line, key, "holds a NUL byte (\\x00); remove it") for line, key in nul]
+    bad_lines = {line for line, _ in nul}
+    return [r for r in records if r[0] not in bad_lines], ignored, problems
+
+
+def max_data_mb() -> float:
+    """The largest data file ``read_records`` reads, in MB: ``$MEDREASON_MAX_DATA_MB`` or 10."""
+    raw = os.environ.get(MAX_DATA_MB_VAR, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_MAX_DATA_MB
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise UserDataError(
+            Path(f"${MAX_DATA_MB_VAR}"),
+            [(None, None, f"must be a number of MB above 0, got {raw!r}")],
+        )
+    return value
+
+
+def _has_nul(value) -> bool:
+    """Whether a field (text, or JSON lists and objects of text) holds a NUL character."""
+    stack = [value]
+    while stack:  # not recursive: a JSON value may be nested hundreds of levels deep
+        item = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            stack += item
+    return False
+
+
+def _depth(value) -> int:
+    """How deeply a JSON value nests lists and objects (0: a number or a text)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack += [(v, level + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, level + 1) for v in item]
+    return deepest
