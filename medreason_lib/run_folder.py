@@ -157,6 +157,13 @@ def adapter_from_checkpoint(checkpoint: Path, adapter_dir: Path) -> None:
     replace_folder(partial, adapter_dir)
 
 
+def before_final_save(run_dir: Path) -> None:
+    """Remove ``run.json`` (until the new one is written no run is shown, never a mix of the
+    old record and a new adapter) and any ``adapter.partial`` an earlier crash left."""
+    (Path(run_dir) / "run.json").unlink(missing_ok=True)
+    shutil.rmtree(Path(run_dir) / "adapter.partial", ignore_errors=True)
+
+
 def replace_folder(new: Path, target: Path) -> None:
     """Put the finished folder ``new`` at ``target``: the old one is renamed away first and
     removed after, so a crash leaves the old folder, the new one, or ``new`` beside none."""

@@ -51,6 +51,7 @@ from .run_folder import (
     RunFolderError,
     RunLock,
     adapter_from_checkpoint,
+    before_final_save,
     checkpoint_step,
     read_run_info,
     replace_folder,
@@ -225,12 +226,6 @@ def _train(
     extra_rewards = check_rewards(extra_rewards, dataset)
     if extra_rewards:
         reward_funcs = [*(reward_funcs or REWARD_FUNCS), *extra_rewards]
-    if profile.shaping_rewards:  # TRL's shaping rewards the profile names (medreason_lib.shaping)
-        from .shaping import with_shaping_rewards
-
-        reward_funcs, config_overrides = with_shaping_rewards(
-            profile, reward_funcs or REWARD_FUNCS, config_overrides
-        )
     checkpoint = resume_checkpoint(run_dir, move=_rank() == 0) if resume else None
     if resume:
         print(f"resuming from {checkpoint}" if checkpoint else f"no complete checkpoint in "
@@ -275,7 +270,7 @@ def _train(
 
     zero = trainer.is_world_process_zero()  # under accelerate, one process writes
     if zero:  # no run.json while the adapter is replaced: a crash then leaves no mixed run
-        (run_dir / "run.json").unlink(missing_ok=True)
+        before_final_save(run_dir)
     if interrupted:
         _keep_interrupted(trainer, run_dir, adapter_dir)
     else:
