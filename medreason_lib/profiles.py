@@ -108,6 +108,9 @@ class Profile:
     mask_truncated_completions: bool = False  # DAPO's overlong masking: cut answers get no loss
     scarce_labels: str = "replace"  # a label short of its target: "replace" | "cap" | "error"
     shuffle_options: bool = True  # multiple choice: shuffle options to balance the gold letter
+    # TRL's shaping rewards added after the course's, by name -> weight ({} = none):
+    # "soft_overlong", "cosine_length", "repetition" (medreason_lib.shaping says what each does)
+    shaping_rewards: dict = field(default_factory=dict)
 
     @property
     def is_tiny(self) -> bool:

@@ -124,12 +124,13 @@ def xml_count_reward(completions, **kwargs) -> list[float]:
     return [xml_count(parse_completion(c).canonical) for c in completions]
 
 
-def _per_row(value, n: int, name: str) -> list:
+def _per_row(value, n: int, name: str, who: str = "correctness_reward") -> list:
+    """A column as one entry per completion (one value, or None, for all of them)."""
     if value is None or isinstance(value, str):
         return [value] * n
     value = list(value)
     if len(value) != n:
-        raise ValueError(f"correctness_reward: {name} has {len(value)} entries for {n} completions")
+        raise ValueError(f"{who}: {name} has {len(value)} entries for {n} completions")
     return value
 
 

@@ -226,6 +226,12 @@ def _train(
     extra_rewards = check_rewards(extra_rewards, dataset)
     if extra_rewards:
         reward_funcs = [*(reward_funcs or REWARD_FUNCS), *extra_rewards]
+    if profile.shaping_rewards:  # TRL's shaping rewards the profile names (medreason_lib.shaping)
+        from .shaping import with_shaping_rewards
+
+        reward_funcs, config_overrides = with_shaping_rewards(
+            profile, reward_funcs or REWARD_FUNCS, config_overrides
+        )
     checkpoint = resume_checkpoint(run_dir, move=_rank() == 0) if resume else None
     if resume:
         print(f"resuming from {checkpoint}" if checkpoint else f"no complete checkpoint in "
