@@ -184,8 +184,17 @@ def check_adapter_folder(path: str | Path, what: str = "the adapter folder") -> 
 
 def check_before_loading(name: str | Path, adapter: str | Path | None = None) -> None:
     """What ``models`` checks before it loads: a local model folder ``name`` (a hub id is not
-    checked) and its architecture, and the ``adapter`` folder when one is given."""
-    if Path(name).is_dir():
+    checked) and its architecture, and the ``adapter`` folder when one is given. ``name`` may
+    itself be an adapter folder: Unsloth loads one as a model, the base its config names with
+    the adapter on it (export's merge and DPO do that on a GPU); it is checked as an adapter,
+    and its base too when that is a local folder."""
+    if Path(name).is_dir() and (Path(name) / "adapter_config.json").is_file():
+        check_adapter_folder(name)
+        base = _json_object(Path(name) / "adapter_config.json", "the adapter's config")
+        base = base.get("base_model_name_or_path")
+        if isinstance(base, str) and Path(base).is_dir():
+            check_before_loading(base)
+    elif Path(name).is_dir():
         check_model_folder(name)
         check_architecture(name)
     if adapter is not None:

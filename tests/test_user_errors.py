@@ -274,3 +274,22 @@ def test_a_long_context_is_refused_by_ask_itself(one_thread):
             ask.ask(loaded, "Is it safe?", "An abstract.", profile=profile, max_new_tokens=0)
         answer = ask.ask(loaded, "Is it safe?", "An abstract.", profile=profile, max_new_tokens=4)
     assert answer.task == "pubmedqa"
+
+
+def test_an_adapter_folder_loaded_as_a_model_is_checked_as_an_adapter(tiny_run, tmp_path):
+    """Unsloth loads an adapter folder as a model (export's merge, DPO on a GPU): the check
+    before loading takes it for an adapter (it has no config.json of its own), and still
+    refuses a damaged one (the rehearsal of notebook 08 on an L4 found it refused as 'no
+    model')."""
+    import shutil
+
+    from medreason_lib.errors import UserError
+    from medreason_lib.model_folders import check_before_loading
+
+    check_before_loading(tiny_run.adapter_dir)  # a good adapter: no error
+    broken = tmp_path / "adapter"
+    shutil.copytree(tiny_run.adapter_dir, broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UserError, match="adapter"):
+        check_before_loading(broken)
