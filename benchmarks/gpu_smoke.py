@@ -375,7 +375,8 @@ def impersonate(card: dict, bin_dir: Path) -> dict:
     real = torch.cuda.get_device_properties(0)
     fraction = min(1.0, card["memory_gb"] * GiB / real.total_memory)
     torch.cuda.set_per_process_memory_fraction(fraction, 0)
-    props = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("_")})
+    fields = {k: getattr(real, k) for k in dir(real) if not k.startswith("_")}
+    props = types.SimpleNamespace(**fields)
     props.name, (props.major, props.minor) = card["name"], card["capability"]
     props.total_memory = int(card["memory_gb"] * GiB)
     torch.cuda.get_device_capability = lambda device=None: tuple(card["capability"])
@@ -611,13 +612,12 @@ class Smoke:
             if self.left() < 30:
                 self.result["skipped"][f"{name}:{stage}"] = f"{self.left():.0f} s of budget left"
                 continue
-            steps = args.steps
-            call = {
-                "sft": lambda: sft_stage(profile, work, steps),
-                "dpo": lambda: dpo_stage(profile, run, steps),
-                "cpt": lambda: cpt_stage(profile, work, steps),
-            }[stage]
-            self.stage(record, stage, call)
+            calls = {
+                "sft": lambda: sft_stage(profile, work, args.steps),
+                "dpo": lambda: dpo_stage(profile, run, args.steps),
+                "cpt": lambda: cpt_stage(profile, work, args.steps),
+            }
+            self.stage(record, stage, calls[stage])
         self.save()
 
     def main(self) -> int:

@@ -154,8 +154,8 @@ def load_corpus(
 ) -> Corpus:
     """The profile's CPT corpus: PubMedQA training-side abstracts (plus ``artificial_docs``
     PQA-A abstracts on the GPU profiles, where the profile's PubMedQA pools include
-    ``train_artificial``: the hub has them, the bundled samples do not), decontaminated against the PubMedQA test set, with
-    ``n_heldout`` held out. ``source`` as in ``data.load_task`` (None: the profile's)."""
+    ``train_artificial``: the hub has them, the bundled samples do not), decontaminated
+    against the PubMedQA test set, with ``n_heldout`` held out. ``source`` as in ``data.load_task`` (None: the profile's)."""
     from datasets import concatenate_datasets
 
     settings = settings or cpt_settings(profile)
