@@ -155,7 +155,8 @@ def load_corpus(
     """The profile's CPT corpus: PubMedQA training-side abstracts (plus ``artificial_docs``
     PQA-A abstracts on the GPU profiles, where the profile's PubMedQA pools include
     ``train_artificial``: the hub has them, the bundled samples do not), decontaminated
-    against the PubMedQA test set, with ``n_heldout`` held out. ``source`` as in ``data.load_task`` (None: the profile's)."""
+    against the PubMedQA test set, with ``n_heldout`` held out. ``source`` as in
+    ``data.load_task`` (None: the profile's)."""
     from datasets import concatenate_datasets
 
     settings = settings or cpt_settings(profile)
