@@ -124,7 +124,7 @@ def _train(args) -> int:
     if args.report_to is not None:
         changes["report_to"] = tuple(t for t in args.report_to if t != "none")
     if args.vllm_server:
-        if profile.is_tiny:
+        if not profile.uses_unsloth:
             raise UsageError(
                 "--vllm-server needs a GPU profile and a running `trl vllm-serve`; the tiny "
                 "profiles generate with transformers on the CPU"

@@ -310,6 +310,7 @@ PROFILE_NOTEBOOKS = {
     "tiny": "all, on a CPU",
     "tiny-qwen3": "06 on a CPU",
     "tiny-gptoss": "07 on a CPU",
+    "smol": "the laptop track: a real model on a CPU (`train`, `eval`; `MEDREASON_PROFILE=smol`)",
     "3b": "03, 04, 05, 08",
     "8b": "06",
     "20b": "07",
@@ -329,7 +330,7 @@ def profiles_markdown() -> str:
     ]
     for p in PROFILES.values():
         memory, smallest, speed = "CPU", "none", "see `make bench`"
-        if not p.is_tiny:
+        if p.uses_unsloth:
             speed = "not measured yet"
             memory = f"{plan_for_profile(p).total_gb:.1f} GB"
             smallest = smallest_gpu(p)  # fits with the planner's margin, and is practical

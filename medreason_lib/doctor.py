@@ -227,7 +227,7 @@ def diagnose(facts: Facts, pins: tuple[dict, dict] | None = None) -> Diagnosis:
             f"unknown profile {facts.requested_profile!r} (--profile or ${ENV_VAR})",
             f"use one of {', '.join(PROFILES)}",
         )
-    needs_gpu = not profile.is_tiny
+    needs_gpu = profile.uses_unsloth
     plan_error = _check_gpu(d, facts, profile, needs_gpu)
     _check_packages(d, facts, profile, pins or _pins(), plan_error)
     _check_disk(d, facts, profile)
@@ -277,7 +277,7 @@ def _check_gpu(d: Diagnosis, facts: Facts, profile: Profile, needs_gpu: bool):
 
 def _check_packages(d, facts: Facts, profile: Profile, pins, plan) -> None:
     core, gpu_pins = pins
-    on_gpu = facts.gpu is not None and not profile.is_tiny
+    on_gpu = facts.gpu is not None and profile.uses_unsloth
     wanted = {r.split("==")[0] for r in plan.requirements} if plan else set()
     skipped = dict(plan.skipped) if plan else {}
     if BNB_PLUGIN in wanted and not profile.load_in_4bit:  # installed with vLLM, unused
@@ -407,8 +407,8 @@ def _check_fit(d: Diagnosis, facts: Facts, profile: Profile) -> None:
     if PROFILES[profile.name].use_vllm and not profile.use_vllm:
         why += "; generates without vLLM (not installed)"
     d.fact("profile", f"{profile.name} ({why})")
-    if profile.is_tiny:
-        d.fact("memory plan", "tiny runs on the CPU: no GPU memory plan")
+    if not profile.uses_unsloth:
+        d.fact("memory plan", f"{profile.name} loads with transformers: no Unsloth memory plan")
         return
     if facts.gpu_memory_gb is None:
         d.fact("memory plan", f"no GPU; smallest that fits: {memory.smallest_gpu(profile)}")

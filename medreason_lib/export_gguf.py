@@ -57,7 +57,7 @@ def _check_quantization(quantization: str) -> None:
 
 def gguf_unavailable_reason(profile: Profile) -> str | None:
     """Why GGUF cannot be made here (one line), or None on a GPU profile with a GPU."""
-    if profile.is_tiny or gpu_memory_gb() is None:
+    if not profile.uses_unsloth or gpu_memory_gb() is None:
         where = f"profile {profile.name!r}" + (
             "" if gpu_memory_gb() is not None else " on a machine without an NVIDIA GPU"
         )

@@ -108,7 +108,7 @@ def model_card(profile: Profile, run: TrainingRun, kind: str) -> str:
         "adapter": "a LoRA adapter (load it on its base model with peft or Unsloth)",
         # tiny: peft's merge in float32; GPU profiles: Unsloth's merged_16bit
         "merged": "the LoRA adapter merged into the base model's weights "
-        + ("(float32)" if profile.is_tiny else "(16-bit)"),
+        + ("(float32)" if not profile.uses_unsloth else "(16-bit)"),
     }[kind]
     return f"""---
 base_model: {run.base_model}
@@ -172,7 +172,7 @@ def load_trained(profile: Profile, run: TrainingRun):
     """
     from . import models
 
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         return models.load_model(profile, base=run.base_model, adapter=run.adapter_dir)
     return models.load_model(profile.replace(use_vllm=False), base=run.adapter_dir)
 
@@ -181,7 +181,7 @@ def _load_folder(profile: Profile, folder: str | Path):
     """A saved model folder (a merge), loaded as the profile loads models (GPU: no vLLM)."""
     from . import models
 
-    loading = profile if profile.is_tiny else profile.replace(use_vllm=False)
+    loading = profile if not profile.uses_unsloth else profile.replace(use_vllm=False)
     return models.load_model(loading, base=folder)
 
 
@@ -232,7 +232,7 @@ def merge(
 
 
 def _save_merged(profile: Profile, loaded, out: Path) -> None:
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         merged = loaded.model.merge_and_unload()
         merged.save_pretrained(str(out))
         loaded.tokenizer.save_pretrained(str(out))

@@ -200,7 +200,7 @@ def _check_merged(profile: Profile, report: VerifyReport, merged_dir: Path, trai
     report.merged_dir = str(merged_dir)
     report.merged_vs_trained_max_abs, report.merged_vs_trained_rms = _distances(merged, trained)
     report.merged_vs_base_rms = _distances(merged, base)[1]
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         report.tolerance = MERGE_ATOL
         if report.merged_vs_trained_max_abs > MERGE_ATOL:
             report.problems.append(
@@ -231,7 +231,7 @@ def untrained_adapter(profile: Profile, base: str | Path, out_dir: str | Path) -
     loads the model once more, through Unsloth, without vLLM.)"""
     from . import models
 
-    loading = profile if profile.is_tiny else profile.replace(use_vllm=False)
+    loading = profile if not profile.uses_unsloth else profile.replace(use_vllm=False)
     model, tokenizer, config = models.load_for_training(loading, base=base)
     if config is not None:  # tiny: peft attaches the LoRA; Unsloth already did on a GPU
         from peft import get_peft_model

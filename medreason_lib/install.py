@@ -213,7 +213,7 @@ def plan_install(
         raise ValueError(f"unknown notebook {notebook!r}; known: {sorted(NOTEBOOK_SECTIONS)}")
     core = read_pins(ROOT / "requirements.txt")[""]
     plan = InstallPlan(requirements=[f"{n}=={v}" for n, v in core.items()])
-    wanted = NOTEBOOK_SECTIONS[key] if not profile.is_tiny else ()
+    wanted = NOTEBOOK_SECTIONS[key] if profile.uses_unsloth else ()
     if wanted and gpu is None:
         raise UnsupportedRuntime(
             f"profile {profile.name!r} needs an NVIDIA GPU and this runtime has none "
@@ -367,8 +367,9 @@ FEATURE_PACKAGES: dict[str, tuple[str, ...]] = {
 
 
 def profile_features(profile: Profile, *, export_gguf: bool = True) -> set[str]:
-    """The features of ``FEATURE_PACKAGES`` a GPU profile uses (tiny profiles: none)."""
-    if profile.is_tiny:
+    """The features of ``FEATURE_PACKAGES`` a GPU profile uses (profiles that load without
+    Unsloth, the tiny ones and ``smol``: none)."""
+    if not profile.uses_unsloth:
         return set()
     features = {"unsloth"}
     if profile.load_in_4bit:

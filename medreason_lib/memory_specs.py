@@ -82,7 +82,7 @@ class ModelSpec:
 # config.json): num_hidden_layers, hidden_size, intermediate_size, num_attention_heads,
 # num_key_value_heads, head_dim (hidden/heads where absent), vocab_size, tie_word_embeddings;
 # the parameter count is the model card's (Qwen2.5-3B 3.09B, Qwen3-8B 8.2B, gpt-oss-20b 21B
-# total / 3.6B active). The tiny row copies medreason_lib.tiny (TINY_CONFIG, VOCAB_SIZE);
+# total / 3.6B active; SmolLM2-135M 135M, its config as the smol build reads it). The tiny row copies medreason_lib.tiny (TINY_CONFIG, VOCAB_SIZE);
 # a test keeps them equal (not imported: this module stays free of the tiny build's imports).
 # fmt: off
 _DENSE = (
@@ -93,6 +93,7 @@ _DENSE = (
     ("Qwen/Qwen2.5-14B-Instruct",         48, 5120, 13824, 40,  8, 128, 152064, False, 14.7),
     ("Qwen/Qwen2.5-32B-Instruct",         64, 5120, 27648, 40,  8, 128, 152064, False, 32.5),
     ("meta-llama/Llama-3.3-70B-Instruct", 80, 8192, 28672, 64,  8, 128, 128256, False, 70.6),
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", 30, 576,  1536,  9,  3,  64,  49152, True,  0.135),
     ("tiny",                               2,  128,   256,  4,  2,  32,   3072, True,  None),
 )
 # fmt: on

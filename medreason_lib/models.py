@@ -42,7 +42,15 @@ from .model_kwargs import (  # noqa: F401  (re-exported: models.unsloth_load_kwa
     vllm_engine_kwargs,
 )
 from .profiles import Profile
-from .tiny import resolve_model_id
+from .smol import resolve_smol
+from .tiny import resolve_model_id as _resolve_tiny
+
+
+def resolve_model_id(model_id: str, seed: int = 0) -> str:
+    """The folder or hub id transformers loads for ``model_id``: ``tiny:<family>`` is the tiny
+    model's cached folder (built first), SmolLM2-135M-Instruct's hub id its offline build
+    where the hub cannot be asked (``smol.resolve_smol``); any other id unchanged."""
+    return resolve_smol(_resolve_tiny(model_id, seed=seed))
 
 
 def prepare_runtime(profile: Profile) -> None:
@@ -55,7 +63,7 @@ def prepare_runtime(profile: Profile) -> None:
     environment wins. Unsloth is imported once: after that its environment is fixed, so a
     later call (another notebook's ``start`` in the same kernel) only records standby as
     off ("0") when Unsloth came in without it, for the memory plan (``memory.vllm_standby``)."""
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         return
     if "unsloth" in sys.modules:
         os.environ.setdefault(STANDBY_ENV, "0")
@@ -125,7 +133,7 @@ def load_model(
     Returns an ``EvalModel`` (left padding, eval mode) to use in a ``with`` block.
     """
     name = str(base) if base else profile.model_id
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         name = resolve_model_id(name, seed=profile.seed)
         check_before_loading(name, adapter)
         model, tokenizer = _load_tiny(name)
@@ -158,7 +166,7 @@ def for_inference(profile: Profile, loaded: EvalModel) -> EvalModel:
     profiles Unsloth's inference mode."""
     loaded.model.eval()
     loaded.tokenizer.padding_side = "left"
-    if not profile.is_tiny:
+    if profile.uses_unsloth:
         from unsloth import FastLanguageModel  # GPU only
 
         FastLanguageModel.for_inference(loaded.model)
@@ -180,7 +188,7 @@ def load_for_eval(
     ``model.load_lora(path)`` (``get_peft_model`` is called only to attach ``load_lora``; its
     fresh in-memory LoRA weights are never used for generation).
     """
-    if profile.is_tiny or not profile.use_vllm:
+    if not profile.uses_unsloth or not profile.use_vllm:
         return load_model(profile, base=base, adapter=adapter)
     from unsloth import FastLanguageModel  # GPU only
 
@@ -325,7 +333,7 @@ def load_for_training(profile: Profile, *, base: str | Path | None = None):
     config is None.
     """
     name = str(base) if base else profile.model_id
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         name = resolve_model_id(name, seed=profile.seed)
         check_before_loading(name)
         model, tokenizer = _load_tiny(name)
@@ -344,7 +352,7 @@ def load_adapter_for_training(profile: Profile, *, base: str | Path, adapter: st
     ``base`` with the adapter applied by peft, trainable. GPU: Unsloth's ``from_pretrained`` on
     the adapter folder (the base its config names, 4-bit, adapter trainable, no vLLM). TRL's
     DPOTrainer, given no reference model, uses a frozen copy of the adapter: one model held."""
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         from peft import PeftModel
 
         model, tokenizer = _load_tiny(resolve_model_id(str(base), seed=profile.seed))
@@ -376,7 +384,7 @@ def load_for_cpt(profile: Profile, *, base: str | Path | None = None):
     """``(model, tokenizer)`` for continued pretraining, LoRA attached (``cpt_lora_config`` on
     tiny, ``unsloth_cpt_*_kwargs`` on a GPU), in train mode, right padding."""
     name = str(base) if base else profile.model_id
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         from peft import get_peft_model
 
         model, tokenizer = _load_tiny(resolve_model_id(name, seed=profile.seed))
@@ -395,7 +403,7 @@ def load_for_cpt(profile: Profile, *, base: str | Path | None = None):
 def cpt_trainer_classes(profile: Profile):
     """(trainer, config) classes for CPT: TRL's SFTTrainer/SFTConfig on tiny, Unsloth's
     UnslothTrainer/UnslothTrainingArguments (SFTConfig + embedding_learning_rate) on a GPU."""
-    if profile.is_tiny:
+    if not profile.uses_unsloth:
         from trl import SFTConfig, SFTTrainer
 
         return SFTTrainer, SFTConfig

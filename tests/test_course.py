@@ -25,7 +25,7 @@ def test_get_profile_reads_the_environment_and_rejects_unknown_names(monkeypatch
     assert get_profile().name == "3b"
     assert get_profile("tiny").name == "tiny"
     monkeypatch.setenv("MEDREASON_PROFILE", "huge")
-    with pytest.raises(ValueError, match="valid profiles: tiny, tiny-qwen3, tiny-gptoss, 3b"):
+    with pytest.raises(ValueError, match="valid profiles: tiny, tiny-qwen3, tiny-gptoss, smol, 3b"):
         get_profile()
 
 

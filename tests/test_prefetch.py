@@ -32,7 +32,7 @@ from medreason_lib.profiles import PROFILES
 from medreason_lib.raw_formats import MMLU_SUBJECTS, official_pubmedqa_test_pmids
 from medreason_lib.tiny import tiny_model_path
 
-GPU_PROFILES = [p for p in PROFILES.values() if not p.is_tiny]
+GPU_PROFILES = [p for p in PROFILES.values() if p.uses_unsloth]
 
 
 def _env(home: Path, **extra) -> dict:

@@ -169,7 +169,9 @@ def runtime_env(name: str, work: Path, hub: Path | None = None) -> dict[str, str
     env = dict(os.environ)
     path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
     env["PATH"] = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), *path])
-    env["PYTHONPATH"] = str(HERE / "site")
+    # this checkout first (not the one an editable install may point at), so a rehearsal of a
+    # clone runs the clone; the simulation still hides it on Colab until the setup cell clones
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE / "site"), str(ROOT)])
     env["MEDREASON_REHEARSAL"] = json.dumps(facts)
     env["MEDREASON_RUNS"] = str(work / "runs")
     env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
