@@ -83,7 +83,8 @@ class ModelSpec:
 # num_key_value_heads, head_dim (hidden/heads where absent), vocab_size, tie_word_embeddings;
 # the parameter count is the model card's (Qwen2.5-3B 3.09B, Qwen3-8B 8.2B, gpt-oss-20b 21B
 # total / 3.6B active; SmolLM2-135M 135M, its config as the smol build reads it). The tiny
-# row copies medreason_lib.tiny (TINY_CONFIG, VOCAB_SIZE); a test keeps them equal (not imported: this module stays free of the tiny build's imports).
+# row copies medreason_lib.tiny (TINY_CONFIG, VOCAB_SIZE); a test keeps them equal (not
+# imported: this module stays free of the tiny build's imports).
 # fmt: off
 _DENSE = (
     ("Qwen/Qwen2.5-3B-Instruct",          36, 2048, 11008, 16,  2, 128, 151936, True,  3.09),
