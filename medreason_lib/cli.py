@@ -65,6 +65,39 @@ def _profile(args) -> Profile:
         raise UsageError(exc) from None
 
 
+def _tuned(args, profile: Profile) -> dict:
+    """The profile changes that ``train``'s --model, --backend and tunables ask for."""
+    from .cli_args import TUNABLES
+
+    changes = {}
+    if args.model:
+        changes["model_id"] = str(args.model)
+        # a model given by hand loads the profile's way (tiny: transformers) unless asked
+        changes["backend"] = "unsloth" if profile.uses_unsloth else "transformers"
+    if args.backend:
+        changes["backend"] = args.backend
+    for flag, kind, _ in TUNABLES:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if (kind is int and value < 1) or value < 0 or value != value:
+            raise UsageError(
+                f"{flag} must be {'at least 1' if kind is int else '>= 0'}, got {value}"
+            )
+        changes[flag.lstrip("-").replace("-", "_")] = value
+    if args.num_generations is not None:  # a step's completions must make whole groups
+        batch = profile.per_device_train_batch_size * profile.gradient_accumulation_steps
+        if batch % args.num_generations:
+            changes["per_device_train_batch_size"] = args.num_generations * max(
+                1, batch // args.num_generations
+            )
+    if "max_completion_length" in changes:
+        changes["max_seq_length"] = max(
+            profile.max_seq_length, profile.max_prompt_length + changes["max_completion_length"]
+        )
+    return changes
+
+
 def _positive(value, option: str) -> None:
     if value is not None and value < 1:
         raise UsageError(f"{option} must be at least 1, got {value}")
@@ -116,7 +149,7 @@ def _train(args) -> int:
         paths.usable_dir(args.run_dir, "--run-dir")
     paths.runs_dir(profile.name)
     paths.cache_dir()
-    changes, overrides = {}, {}
+    changes, overrides = _tuned(args, profile), {}
     if args.steps is not None:
         changes["max_steps"] = args.steps
     if args.sft_steps is not None:

@@ -14,6 +14,16 @@ from .profiles import ENV_VAR, PROFILES
 PROG = "python -m medreason_lib"
 
 
+# The settings a learner tunes most, as options of `train`: (flag, type, what it sets)
+TUNABLES = (
+    ("--learning-rate", float, "learning rate"),
+    ("--num-generations", int, "completions per prompt (GRPO's group size)"),
+    ("--max-completion-length", int, "tokens a completion may have"),
+    ("--temperature", float, "sampling temperature of the rollouts"),
+    ("--beta", float, "KL weight (0: no reference model)"),
+)
+
+
 def _common(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
     parser.add_argument(
         "--profile",
@@ -64,6 +74,16 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
     )
     _common(p)
     p.add_argument("--steps", type=int, help="GRPO steps in all (default: the profile's max_steps)")
+    p.add_argument(
+        "--model",
+        metavar="ID_OR_FOLDER",
+        help="train this model instead of the profile's (a hub id or a local model folder), "
+        "loaded the profile's way (tiny/smol: transformers; GPU profiles: Unsloth) unless "
+        "--backend says otherwise",
+    )
+    p.add_argument("--backend", choices=["transformers", "unsloth"], help="how to load the model")
+    for flag, kind, what in TUNABLES:
+        p.add_argument(flag, type=kind, help=f"{what} (default: the profile's)")
     p.add_argument(
         "--resume",
         action="store_true",

@@ -341,3 +341,34 @@ def test_eval_model_bad_input(saved_model, tmp_path, monkeypatch, capsys):
         assert cli.main(["eval", "--profile", "tiny", *args]) == 2, args
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, (args, err)
+
+
+def test_train_takes_any_model_and_the_settings_a_learner_tunes(monkeypatch, tmp_path):
+    """`train --model FOLDER` trains that model the profile's way (tiny: transformers + peft,
+    not Unsloth), and the tunables reach the profile; a nonsense value is one line, exit 2
+    (issue 23)."""
+    import medreason_lib.training as training
+    from medreason_lib.tiny import tiny_model_path
+
+    seen = {}
+
+    def capture(profile, **kwargs):
+        seen["profile"] = profile
+        raise SystemExit(0)
+
+    monkeypatch.setattr(training, "train", capture)
+    folder = str(tiny_model_path("qwen2", 0))
+    args = ["train", "--profile", "tiny", "--model", folder, "--learning-rate", "1e-4"]
+    args += ["--num-generations", "3", "--beta", "0.05", "--max-completion-length", "64"]
+    result = run_cli(*args, "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    profile = seen["profile"]
+    assert profile.model_id == folder and profile.backend == "transformers"
+    assert not profile.uses_unsloth  # a folder is not a tiny: id, yet it loads like tiny
+    assert (profile.learning_rate, profile.num_generations, profile.beta) == (1e-4, 3, 0.05)
+    assert profile.per_device_train_batch_size % 3 == 0  # whole groups a step
+    assert profile.max_completion_length == 64
+    assert profile.max_seq_length >= profile.max_prompt_length + 64
+    bad = run_cli("train", "--profile", "tiny", "--learning-rate", "-1")
+    assert bad.returncode == 2 and "--learning-rate" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
