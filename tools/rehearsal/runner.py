@@ -8,7 +8,8 @@ to bottom, setup cell included, in a kernel whose process sees the runtime of ``
   nothing of the GPU stack or of trl is installed, ``/content/medreason-course`` is not
   cloned yet. Runs persist between notebooks (``MEDREASON_RUNS``), as on Google Drive.
 - ``h100`` is a machine where ``make setup`` installed the whole pinned stack first.
-- training steps, items and completion tokens are capped (``MEDREASON_MAX_STEPS``,
+- on the GPU runtimes, training steps, items and completion tokens are capped
+  (``MEDREASON_MAX_STEPS``,
   ``MEDREASON_MAX_ITEMS``, ``MEDREASON_MAX_NEW_TOKENS``), and data comes from the bundled
   samples (``MEDREASON_DATA_SOURCE=bundled``): the hub cannot be reached from here. Model ids
   resolve to the tiny model of their family in a hub cache the rehearsal writes
@@ -177,8 +178,8 @@ def runtime_env(name: str, work: Path, hub: Path | None = None) -> dict[str, str
     env["HF_HUB_OFFLINE"] = env["HF_DATASETS_OFFLINE"] = "1"
     env["HF_HUB_CACHE"] = str(hub or stand_in_hub(work / "hub"))
     env.pop("MEDREASON_PROFILE", None)  # the runtime decides, as on a learner's machine
-    env |= CAPS
-    if gpu:
+    if gpu:  # colab-cpu runs the tiny course as it is: minutes on a CPU already
+        env |= CAPS
         env["MEDREASON_REHEARSAL_INTERRUPT"] = INTERRUPT
     return env
 
