@@ -211,6 +211,14 @@ def preflight(
             f"{profile.name!r}): each prompt's {profile.num_generations} completions must "
             "fit in one batch"
         )
+    prompts_per_step = batch // profile.num_generations
+    if len(dataset) < prompts_per_step:  # TRL would stop at step 0 with a log line, no error
+        raise ConfigError(
+            f"the training data has {len(dataset)} rows and one step takes {prompts_per_step} "
+            f"prompts (per_device_train_batch_size x gradient_accumulation_steps {batch} / "
+            f"num_generations {profile.num_generations}, profile {profile.name!r}): give more "
+            "rows (train_size, MEDREASON_MAX_ITEMS) or a smaller batch"
+        )
     if profile.max_prompt_length + profile.max_completion_length > profile.max_seq_length:
         raise ConfigError(
             f"max_prompt_length {profile.max_prompt_length} + max_completion_length "

@@ -120,6 +120,10 @@ def test_preflight_names_the_setting_at_fault():
     with pytest.raises(ConfigError, match="num_generations 8 -> 4"):
         preflight(PROFILES["8b"], data, gpu_gb=8.0)
     preflight(PROFILES["3b"], data, gpu_gb=15.0)  # a T4 fits the 3b profile
+    # fewer rows than one step's prompts: TRL trained 0 steps and said so only in a log line
+    # (the rehearsal found it: 6 rows, 32 completions of 4 = 8 prompts a step)
+    with pytest.raises(ConfigError, match="has 6 rows and one step takes 8 prompts"):
+        preflight(TINY, data.select(range(6)))
 
 
 def test_grpo_config_sets_cpu_precision_and_profile_values(tmp_path):
