@@ -138,6 +138,12 @@ def _trainer(base, method: str):
             if config is not None and not isinstance(model, str):
                 _book_training(model, config, method)
             super().__init__(*args, **kwargs)
+            engine = getattr(model, "vllm_engine", None)
+            if method == "grpo" and engine is not None:  # Unsloth hands TRL the model's engine
+                import types
+
+                self.llm = engine
+                self.vllm_generation = types.SimpleNamespace(llm=engine, model=model)
             if method == "grpo" and (callback := _interrupt_callback()) is not None:
                 self.add_callback(callback)
 

@@ -68,8 +68,13 @@ class LLM:
         self.model, self.tokenizer = model, tokenizer
         self.max_lora_rank = max_lora_rank
         config = types.SimpleNamespace(max_model_len=int(max_model_len))
-        # the attributes unsloth_zoo's delete_vllm and the course read
-        self.llm_engine = types.SimpleNamespace(model_config=config, model_executor=object())
+        # the attributes unsloth_zoo's delete_vllm and the course read: vLLM 0.33's engine
+        # holds its executor twice, itself and through its in-process EngineCore
+        executor = object()
+        core = types.SimpleNamespace(engine_core=types.SimpleNamespace(model_executor=executor))
+        self.llm_engine = types.SimpleNamespace(
+            model_config=config, model_executor=executor, engine_core=core
+        )
         self._loaded: dict[int, str] = {}
 
     def get_tokenizer(self):
