@@ -80,7 +80,7 @@ wheels: $(STAMP)
 test: $(STAMP) wheels
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests --nbmake notebooks $(XDIST)
+	MEDREASON_PROFILE=tiny HF_HUB_OFFLINE=1 $(PY) -m pytest tests --nbmake notebooks $(XDIST) -m "not slow"
 
 # Every notebook, setup cell included, as each runtime would run it (tools/rehearsal): a
 # simulated GPU and fresh Colab runtime, stand-ins for unsloth/vllm/bitsandbytes that enforce

@@ -96,7 +96,9 @@ class Profile:
     # experiment trackers besides the course's own metrics.csv (always written): () = none;
     # "trackio" (local-first, no account) and/or "wandb" (needs a login or WANDB_MODE=offline)
     report_to: tuple[str, ...] = ()
-    sft_warmup_steps: int = 0  # SFT steps that teach the template before GRPO (tiny only)
+    # SFT steps that teach the template before GRPO: tiny, full fine-tuning on the warm-start
+    # rows (medreason_lib.sft); a real model on transformers (smol), LoRA on reasoning traces
+    sft_warmup_steps: int = 0
     seed: int = 3407
     # training-mix labels (medreason_lib.training_mix): chosen, not inherited from the source.
     # {task: {label: share}}; a task left out gets its default (PubMedQA: the labelled train
@@ -275,6 +277,10 @@ PROFILES: dict[str, Profile] = {
             beta=0.04,  # a KL term: a real model's answers must not drift onto one label
             optim="adamw_torch",
             save_steps=10,
+            # the warm start: LoRA SFT on the bundled reasoning traces, written in the course
+            # template (sft_traces): 18 steps of 8 = three passes over the 45 traces. The
+            # untrained model never writes the template, and GRPO on 0% format learns nothing
+            sft_warmup_steps=18,
             seed=0,
         ),
         Profile(

@@ -215,9 +215,11 @@ def run_trace_sft(
         print("SFT on traces: reusing the cached one (same model, rows and settings)")
         return _result(out, json.loads(stamp_path.read_text()))
     install_cpu_logprob_fallback()
-    # tiny: the peft config is not used (full fine-tuning); GPU: Unsloth's 4-bit model with
-    # the profile's LoRA, without a vLLM engine (SFT generates nothing)
-    model, tokenizer, _ = load_for_training(profile.replace(use_vllm=False))
+    # tiny: the peft config is not used (full fine-tuning); a real model on transformers
+    # (smol): the profile's LoRA through peft; GPU: Unsloth's 4-bit model with the profile's
+    # LoRA, without a vLLM engine (SFT generates nothing)
+    model, tokenizer, lora = load_for_training(profile.replace(use_vllm=False))
+    lora = None if profile.is_tiny else lora
     try:
         check_trace_lengths(trace_lengths(rows, tokenizer), profile, max_cut_share)
     except ConfigError:
@@ -228,6 +230,7 @@ def run_trace_sft(
         args=SFTConfig(**settings),
         train_dataset=rows.remove_columns(["id"]),
         processing_class=tokenizer,
+        peft_config=lora,
     )
     use_course_progress(trainer, "SFT on reasoning traces")
     began = time.perf_counter()
@@ -238,10 +241,15 @@ def run_trace_sft(
     if profile.is_tiny:
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
-    else:  # the SFT LoRA, then merged into 16-bit weights: the model GRPO starts from
+    elif profile.uses_unsloth:  # the SFT LoRA, then merged into 16-bit weights: GRPO's base
         adapter = out / "adapter"
         trainer.save_model(str(adapter))
         trainer.model.save_pretrained_merged(str(out), tokenizer, save_method="merged_16bit")
+    else:  # the same with peft: the LoRA, then merged into the weights
+        adapter = out / "adapter"
+        trainer.save_model(str(adapter))
+        trainer.model.merge_and_unload().save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
     info = {"stamp": stamp, "steps": steps, "seconds": seconds, "losses": losses}
     info["adapter_dir"] = "adapter" if adapter else None
     out.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,8 @@ SOURCE = {
 GGUF_ENV = "MEDREASON_SMOL_GGUF"
 END_OF_TURN = "<|im_end|>"
 _BUILD_INFO = "smol_build.json"
+BUILD_VERSION = 2  # raised when the build changes: a new cache folder (2: no GGUF quantization
+# config left in config.json, which made the saved model untrainable)
 
 
 class SmolUnavailable(FileNotFoundError):
@@ -105,7 +107,8 @@ def find_gguf(scratch: Path | None = None) -> Path:
 
 
 def smol_dir() -> Path:
-    return paths.cache_dir() / "smol" / f"SmolLM2-135M-Instruct-Q4_1-{SOURCE['sha256'][:12]}"
+    name = f"SmolLM2-135M-Instruct-Q4_1-{SOURCE['sha256'][:12]}-v{BUILD_VERSION}"
+    return paths.cache_dir() / "smol" / name
 
 
 def _build(gguf: Path, out: Path) -> dict:
@@ -115,7 +118,10 @@ def _build(gguf: Path, out: Path) -> dict:
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # a plain float32 model now: trainable
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
     if set(missing) - tied or unexpected:

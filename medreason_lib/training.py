@@ -242,10 +242,18 @@ def _train(
 
     if base_model is not None:  # a given SFT result (notebook 10): GRPO starts from it
         base_model = str(base_model)
-    elif profile.sft_warmup_steps:
+    elif profile.sft_warmup_steps and profile.is_tiny:
         from .sft import run_warmstart
 
         base_model = str(run_warmstart(profile, dataset, run_dir / "sft-warmstart"))
+    elif profile.sft_warmup_steps:  # a model that can write: LoRA SFT on reasoning traces
+        from .sft_traces import run_trace_sft, trace_sft_data
+
+        rows = trace_sft_data(profile)[0]
+        warm = run_trace_sft(
+            profile, rows, run_dir / "sft-warmstart", steps=profile.sft_warmup_steps
+        )
+        base_model = str(warm.model_dir)
     else:
         base_model = profile.model_id
 

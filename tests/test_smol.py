@@ -54,3 +54,33 @@ def test_offline_the_hub_id_resolves_to_the_local_build(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert smol.resolve_smol(smol.HUB_ID) == str(smol.smol_model_path())
     assert smol.resolve_smol("tiny:qwen2") == "tiny:qwen2"
+
+
+@pytest.mark.slow
+def test_smol_trains_two_grpo_steps_from_its_trace_warm_start(tmp_path):
+    """The real-model check of issue 23: SmolLM2 loads offline, its warm start (LoRA SFT on the
+    bundled reasoning traces, merged) writes the course template, and two GRPO steps run from
+    it on a CPU. Slow (minutes on a 2-core CPU): `make test-slow`."""
+    import pandas as pd
+
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.training import train
+
+    profile = PROFILES["smol"].replace(
+        max_steps=2, sft_warmup_steps=3, train_size=8, max_completion_length=64,
+        per_device_train_batch_size=8,
+    )  # fmt: skip
+    run = train(profile, run_dir=tmp_path / "grpo", sample_every=0)
+    assert run.global_step == 2 and (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "grpo" / "sft-warmstart" / "config.json").is_file()  # merged warm start
+    metrics = pd.read_csv(run.metrics_csv)
+    fmt = metrics["rewards/soft_format_reward/mean"]
+    print(metrics[["step", "reward", "rewards/soft_format_reward/mean"]].to_string())
+    assert fmt.max() > 0, "after the warm start some completions follow the template"
+
+
+def test_the_build_is_trainable_not_a_gguf_quantized_model():
+    """transformers refuses to fine-tune a model whose config still says GGUF quantization
+    (the first build kept it: LoRA SFT then raised)."""
+    config = json.loads((smol.smol_model_path() / "config.json").read_text())
+    assert "quantization_config" not in config
