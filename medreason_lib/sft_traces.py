@@ -230,7 +230,7 @@ def run_trace_sft(
         args=SFTConfig(**settings),
         train_dataset=rows.remove_columns(["id"]),
         processing_class=tokenizer,
-        peft_config=lora,
+        **({"peft_config": lora} if lora is not None else {}),
     )
     use_course_progress(trainer, "SFT on reasoning traces")
     began = time.perf_counter()
