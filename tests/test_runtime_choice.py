@@ -139,3 +139,41 @@ def test_environment_caps_shrink_a_profile_and_reject_nonsense(monkeypatch):
     monkeypatch.setenv("MEDREASON_MAX_STEPS", "0")
     with pytest.raises(ValueError, match="MEDREASON_MAX_STEPS"):
         profiles.apply_caps(PROFILES["3b"])
+
+
+def test_an_evaluation_engine_is_sized_for_its_items(monkeypatch):
+    """On a vLLM profile the engine's max_model_len must hold the longest evaluation prompt
+    plus max_new_tokens, not just the training max_seq_length (issue 21: notebook 05)."""
+    from medreason_lib import evaluation, models
+    from medreason_lib.tiny import tiny_model_path
+
+    seen = {}
+    monkeypatch.setattr(models, "load_for_eval", lambda profile, **kw: seen.update(kw))
+    short = PROFILES["3b"].replace(max_seq_length=64, max_completion_length=48)
+    items = evaluation.load_benchmarks(n=2, seed=0, source="bundled")
+    settings = evaluation.EvalSettings.from_profile(short)
+    base = str(tiny_model_path("qwen2", 0))
+    evaluation.load_for_items(short, items, settings, base=base)
+    assert seen["max_seq_length"] > short.max_seq_length
+    assert seen["max_seq_length"] == evaluation.eval_engine_len(short, base, items, settings)
+
+
+def test_a_kept_model_gets_an_engine_long_enough_for_its_evaluation(monkeypatch):
+    """train(keep_model=True) on a vLLM profile loads the engine that the in-place evaluation
+    then uses (06, 10): it is sized for that evaluation when training starts."""
+    from medreason_lib import evaluation, training
+
+    seen = {}
+
+    def stop(profile, *args, **kwargs):
+        seen["profile"] = profile
+        raise RuntimeError("stop before loading a model")
+
+    monkeypatch.setattr(training, "build_trainer", stop)
+    monkeypatch.setattr(training, "preflight", lambda *a, **k: None)
+    monkeypatch.setattr(evaluation, "eval_engine_len", lambda *a, **k: 5000)
+    monkeypatch.setattr(evaluation, "profile_benchmarks", lambda profile: None)
+    three_b = PROFILES["3b"].replace(data_source="bundled", train_splits={}, train_size=8)
+    with pytest.raises(RuntimeError, match="stop before"):
+        training.train(three_b, keep_model=True, sample_every=0)
+    assert seen["profile"].max_seq_length == 5000
