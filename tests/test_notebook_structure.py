@@ -4,7 +4,9 @@
   time on the tiny profile from ``course.COURSE_MAP``;
 - an exercise with a learner cell (a ``my_... = None  # ...`` stub) and a check cell that tests
   that value through ``exercises.yours_or_solution``;
-- a "Check your understanding" section at the end: 3 to 5 questions, each with its answer;
+- a "Check your understanding" section near the end: 3 to 5 questions, each with its answer,
+  then "Further research": 2 to 4 open questions that point to a paper, a setting to change or
+  a measurement to make (issue 24; fastbook ends its chapters the same way);
 - every model, dataset and method linked the first time a markdown cell names it;
 - at least three exercises retrain the tiny model (``exercises.retrain``).
 """
@@ -83,11 +85,16 @@ def test_prerequisites_at_the_top_name_the_earlier_runs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem[:2])
-def test_check_your_understanding_ends_the_notebook(path):
+def test_check_your_understanding_then_further_research_end_the_notebook(path):
     cells = _cells(path)
     found = [i for i, title in _headings(cells) if title == "Check your understanding"]
     assert found, f"{path.name}: no '## Check your understanding' heading"
-    assert found[-1] == len(cells) - 1, f"{path.name}: it must be the last cell"
+    assert found[-1] == len(cells) - 2, f"{path.name}: it must come just before the last cell"
+    last = cells[-1].source
+    assert last.startswith("## Further research"), f"{path.name}: 'Further research' ends it"
+    items = re.findall(r"^- ", last, re.MULTILINE)
+    assert 2 <= len(items) <= 4, f"{path.name}: {len(items)} further-research items"
+    assert LINK.search(last), f"{path.name}: further research points to a source"
     text = cells[found[-1]].source
     questions = re.findall(r"^\d+\. ", text, re.MULTILINE)
     answers = re.findall(r"<details><summary>Answer</summary>.+?</details>", text, re.DOTALL)
