@@ -309,3 +309,13 @@ def runs_outside_the_repository(monkeypatch, tmp_path_factory):
     ``make test`` use at the same time. A test that sets ``MEDREASON_RUNS`` itself wins."""
     if "MEDREASON_RUNS" not in os.environ:
         monkeypatch.setenv("MEDREASON_RUNS", str(tmp_path_factory.getbasetemp() / "unit-runs"))
+
+
+@pytest.fixture(autouse=True)
+def each_test_is_a_new_run():
+    """``progress.say_once`` prints a library report once per run (a notebook's kernel); in
+    the test process each test is a run of its own, so what one test printed does not hide
+    what the next one checks."""
+    from medreason_lib import progress
+
+    progress._SAID.clear()
