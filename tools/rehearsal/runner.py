@@ -247,7 +247,8 @@ def rehearse(
         status = "ok" if not error else f"FAILED {error}"
         print(f"  {runtime:<10} {path.stem:<36} {seconds:6.1f} s  {status}", flush=True)
     total = time.perf_counter() - began
-    print(f"  {runtime}: {total:.0f} s for {len(notebooks)} notebooks (work folder {work})")
+    kept = f" (work folder kept: {work})" if keep is not None else ""
+    print(f"  {runtime}: {total:.0f} s for {len(notebooks)} notebooks{kept}")
     if keep is None:
         shutil.rmtree(work, ignore_errors=True)
     if COLAB_CLONE.is_symlink():
