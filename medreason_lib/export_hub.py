@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+from . import paths
 from .runs import ExportUnavailable
 
 TOKEN_ENV = "HF_TOKEN"
@@ -46,16 +47,12 @@ def hub_repo(repo_id: str | None = None) -> str:
     return repo
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def check_push(repo_id: str | None = None) -> tuple[str, str]:
     """``(repo_id, token)`` when a push can run; ``ExportUnavailable`` (before any heavy work)
     when the repository, the token or the network is missing."""
     repo = hub_repo(repo_id)
     token = hub_token()
-    if _hub_offline():
+    if paths.hub_offline():
         raise ExportUnavailable(
             "HF_HUB_OFFLINE=1 is set (the tiny profiles set it, to stay offline): pushing needs "
             "the network; run with HF_HUB_OFFLINE=0 to push"

@@ -107,3 +107,8 @@ def reference_data_dir() -> Path | None:
     explicit = os.environ.get("MEDREASON_REFERENCE_DATA")
     path = Path(explicit) if explicit else repo_root().parent / "shared" / "reference-data"
     return path if path.is_dir() else None
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks that no hub be contacted ("1", "true", "yes", "on")."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}

@@ -42,6 +42,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import paths
 from .errors import UserError
 from .profiles import PROFILES, Profile, get_profile
 
@@ -325,17 +326,13 @@ class PrefetchError(UserError, ValueError):
     """Bad input to ``prefetch`` or ``eval --model`` (the command line exits with status 2)."""
 
 
-def _offline() -> bool:
-    return os.getenv("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def command(profile: Profile, args) -> int:
     """``python -m medreason_lib prefetch``: the exit status of what ``args`` asks for."""
     if args.reference and profile.name not in REFERENCE_MODELS:
         known = ", ".join(f"{k}: {v}" for k, v in REFERENCE_MODELS.items())
         raise PrefetchError(f"profile {profile.name!r} has no reference model (known: {known})")
     models = tuple(args.model or ())
-    if _offline() and not (args.dry_run or args.check or profile.is_tiny):
+    if paths.hub_offline() and not (args.dry_run or args.check or profile.is_tiny):
         raise PrefetchError(
             "HF_HUB_OFFLINE is set, so nothing can be downloaded: run prefetch without it "
             "(--dry-run lists what it would fetch; --check tests the offline read)"
@@ -367,7 +364,7 @@ def model_source(model: str) -> str:
         return str(path)
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", model):
         raise PrefetchError(f"--model {model} is neither a folder nor a hub id (owner/name)")
-    if _offline():
+    if paths.hub_offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(model, "config.json"), str):

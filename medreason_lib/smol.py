@@ -161,16 +161,12 @@ def smol_model_path() -> Path:
     return final
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def resolve_smol(model_id: str) -> str:
     """``HUB_ID`` -> the hub model where the hub answers, else the local build; any other id
     unchanged. Offline (``HF_HUB_OFFLINE=1``) the hub is not asked."""
     if model_id != HUB_ID:
         return model_id
-    if not _offline():
+    if not paths.hub_offline():
         try:
             from huggingface_hub import snapshot_download
 

@@ -363,8 +363,6 @@ def _keep_interrupted(trainer, run_dir: Path, adapter_dir: Path) -> None:
     there already), and the adapter taken from it, so the run's later cells and a
     ``resume=True`` both work from the steps done. Nothing trained yet (step 0): the adapter
     is the untrained LoRA, saved so that later cells still run."""
-    import shutil
-
     step = trainer.state.global_step
     last = get_last_checkpoint(str(run_dir))
     if step > 0 and (last is None or not last.endswith(f"checkpoint-{step}")):
@@ -374,10 +372,7 @@ def _keep_interrupted(trainer, run_dir: Path, adapter_dir: Path) -> None:
         trainer.save_model(str(adapter_dir))
         source = "the untrained adapter (no step had finished)"
     else:
-        shutil.rmtree(adapter_dir, ignore_errors=True)
-        trainer_files = ("optimizer.pt", "scheduler.pt", "rng_state*", "trainer_state.json",
-                         "training_args.bin", "scaler.pt")  # fmt: skip
-        shutil.copytree(last, adapter_dir, ignore=shutil.ignore_patterns(*trainer_files))
+        adapter_from_checkpoint(Path(last), adapter_dir)
         source = f"the checkpoint of step {step} ({Path(last).name})"
     print(
         f"training interrupted after step {step} of {trainer.state.max_steps}: the run keeps "

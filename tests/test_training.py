@@ -70,6 +70,24 @@ class Interrupt(Exception):
     pass
 
 
+def _train_with_callback(monkeypatch, callback, *args, **kwargs):
+    """``train(*args, **kwargs)`` with ``callback`` added to its trainer (for this call only)."""
+    import medreason_lib.training as training
+
+    original = training.build_trainer
+
+    def with_callback(*a, **k):
+        trainer, rewards = original(*a, **k)
+        trainer.add_callback(callback)
+        return trainer, rewards
+
+    monkeypatch.setattr(training, "build_trainer", with_callback)
+    try:
+        return train(*args, **kwargs)
+    finally:
+        monkeypatch.setattr(training, "build_trainer", original)
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(warm_run_dir, monkeypatch):
     from transformers import TrainerCallback
 
@@ -80,21 +98,10 @@ def test_interrupted_run_resumes_from_its_checkpoint(warm_run_dir, monkeypatch):
 
     run_dir = warm_run_dir()
     profile = TEST_TINY.replace(max_steps=4, save_steps=2)
-    import medreason_lib.training as training
-
-    original = training.build_trainer
-
-    def with_interrupt(*args, **kwargs):
-        trainer, rewards = original(*args, **kwargs)
-        trainer.add_callback(StopAfter())
-        return trainer, rewards
-
-    monkeypatch.setattr(training, "build_trainer", with_interrupt)
     with pytest.raises(Interrupt):
-        train(profile, run_dir=run_dir, sample_every=0)
+        _train_with_callback(monkeypatch, StopAfter(), profile, run_dir=run_dir, sample_every=0)
     assert (run_dir / "checkpoint-2").is_dir()
     assert not (run_dir / "run.json").exists()
-    monkeypatch.setattr(training, "build_trainer", original)
 
     run = train(profile, run_dir=run_dir, resume=True, sample_every=0)
     assert run.global_step == 4
@@ -200,18 +207,7 @@ def test_stop_button_keeps_a_usable_run(warm_run_dir, monkeypatch):
 
     run_dir = warm_run_dir()
     profile = TEST_TINY.replace(max_steps=5, save_steps=2)
-    import medreason_lib.training as training
-
-    original = training.build_trainer
-
-    def with_stop(*args, **kwargs):
-        trainer, rewards = original(*args, **kwargs)
-        trainer.add_callback(StopButton())
-        return trainer, rewards
-
-    monkeypatch.setattr(training, "build_trainer", with_stop)
-    run = train(profile, run_dir=run_dir, sample_every=0)
-    monkeypatch.setattr(training, "build_trainer", original)
+    run = _train_with_callback(monkeypatch, StopButton(), profile, run_dir=run_dir, sample_every=0)
     assert run.global_step == 3
     assert (run_dir / "checkpoint-3" / "optimizer.pt").is_file()  # saved at the interrupt
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()

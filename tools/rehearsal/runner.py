@@ -230,9 +230,8 @@ def rehearse(
     work = Path(tempfile.mkdtemp(prefix=f"rehearsal-{runtime}-", dir=keep))
     env = runtime_env(runtime, work, hub)
     rows, began = [], time.perf_counter()
-    fresh_state(runtime, work)
     for path in notebooks:
-        if RUNTIMES[runtime]["colab"]:
+        if RUNTIMES[runtime]["colab"] or path == notebooks[0]:
             fresh_state(runtime, work)  # each Colab notebook runs in a runtime of its own
         t0 = time.perf_counter()
         error = run_notebook(path, env, timeout)

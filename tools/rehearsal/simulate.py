@@ -198,15 +198,14 @@ _real_version = importlib.metadata.version
 
 
 def _sim_version(name):
+    """The installed version as the simulated runtime has it: what a setup cell installed
+    (torch's pinned build included), nothing for what a fresh runtime lacks, else the real."""
     dist = norm(name)
-    if dist in {norm(d) for d in HIDDEN} | {norm(d) for d in STAND_INS}:
-        versions = {norm(d): v for d, v in installed().items()}
-        if dist not in versions:
-            raise importlib.metadata.PackageNotFoundError(name)
-        return versions[dist]
     versions = {norm(d): v for d, v in installed().items()}
-    if dist in versions:  # e.g. torch after the setup cell "installed" the pinned build
+    if dist in versions:
         return versions[dist]
+    if dist in {norm(d) for d in HIDDEN} | {norm(d) for d in STAND_INS}:
+        raise importlib.metadata.PackageNotFoundError(name)
     return _real_version(name)
 
 
