@@ -19,7 +19,7 @@ STAMP   := $(VENV)/.medreason-installed
 WORKERS ?= 2
 XDIST   := $(if $(filter-out 0,$(WORKERS)),-n $(WORKERS))
 
-.PHONY: setup course test rehearse test-slow test-durations lint format bench clean help \
+.PHONY: setup course lab test rehearse test-slow test-durations lint format bench clean help \
         wheels gpu-wheels
 
 help:
@@ -33,6 +33,7 @@ help:
 	@echo "make bench     the speed/memory scripts in benchmarks/"
 	@echo "make test-durations  the slowest tests (N=25, TESTS=tests; TESTS=\"tests --nbmake notebooks\" for all)"
 	@echo "make wheels    fetch the pinned unsloth/unsloth_zoo wheels and vLLM files (API-drift tests)"
+	@echo "make lab       open the notebooks in JupyterLab (installs requirements-lab.txt the first time)"
 
 setup: $(STAMP)
 
@@ -54,6 +55,13 @@ endif
 
 course: $(STAMP)
 	$(PY) -m medreason_lib.course
+
+# Open the notebooks in JupyterLab on this machine (the tiny profile on a CPU). JupyterLab is
+# installed into .venv on first use only (requirements-lab.txt), never by `make setup`.
+LAB_STAMP := $(VENV)/.medreason-lab-installed
+lab: $(STAMP)
+	@test -f $(LAB_STAMP) || { $(PIP) install -q -r requirements-lab.txt && touch $(LAB_STAMP); }
+	$(VENV)/bin/jupyter lab notebooks/
 
 # The pinned GPU packages' sources, which tests/test_api_drift.py reads (with ast, never
 # importing them) to check every keyword the course passes. Versions come from

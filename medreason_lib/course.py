@@ -111,8 +111,8 @@ COURSE_MAP: list[dict] = [
         "needs_runs": [],
         "teaches": "continued pretraining on PubMedQA abstracts (training side only): LoRA plus "
         "fully trained embeddings and head at a smaller learning rate; held-out perplexity",
-        "relates_to": "Reason·Med's first stage (continued pretraining on PubMed text, then SFT, "
-        "then GRPO)",
+        "relates_to": "Reason·Med's first stage as its preliminary manuscript plans it (continued "
+        "pretraining on PubMed text, then SFT, then GRPO; targets, not results)",
     },
     {
         "notebook": "10_sft_then_grpo",
@@ -121,7 +121,8 @@ COURSE_MAP: list[dict] = [
         "teaches": "reasoning traces (medical-o1, ReasonMed schemas) in the template, "
         "decontaminated; SFT with TRL's SFTTrainer, then GRPO from its result; untrained, SFT "
         "and SFT + GRPO on the same items; Q3X1's QLoRA rank 128 in the memory planner",
-        "relates_to": "Reason·Med and II-Medical (SFT on traces, then RL); Q3X1 (QLoRA r128, "
+        "relates_to": "II-Medical (SFT on traces, then RL), the order Reason·Med's preliminary "
+        "manuscript plans; Q3X1 (QLoRA r128, "
         "alpha 256 on Qwen3-8B)",
     },
     {
@@ -226,6 +227,12 @@ def notebooks(selected: list[str] | None = None) -> list[Path]:
     return found
 
 
+def executed_copies() -> list[Path]:
+    """The notebook copies ``make course`` executed, under every profile's run folder (none on
+    a fresh clone): what the checks of executed notebooks read."""
+    return sorted(paths.runs_dir().glob("*/notebooks/[0-9][0-9]_*.ipynb"))
+
+
 def run_course(selected: list[str] | None = None, timeout: int = 3600) -> int:
     """Execute the notebooks in order; write executed copies and a report. Returns failures."""
     import nbformat
@@ -299,9 +306,9 @@ def _write_report(out: Path, profile: Profile, rows: list[dict], results: dict) 
             status += f"; {len(r['noise'])} noise findings (notebook_noise)"
         lines.append(f"| {r['notebook']} | {status} | {r['seconds']} | {numbers} |")
     (out / "course_report.md").write_text("\n".join(lines) + "\n")
-    (out / "course_report.json").write_text(
-        json.dumps({"profile": profile.name, "notebooks": rows, "results": results}, indent=2)
-    )
+    report = {"profile": profile.name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    report |= {"notebooks": rows, "results": results}  # course_report: the guide's numbers
+    (out / "course_report.json").write_text(json.dumps(report, indent=2))
     print("\n".join(lines))
     print(f"\nexecuted notebooks and this report are in {out}")
 

@@ -126,3 +126,46 @@ def plot_completion_lengths(reports: dict[str, EvalReport], bins: int = 20):
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def plot_scoring_methods(generated: dict, by_loglik: dict, baselines: dict, tasks: Sequence[str]):
+    """One panel per model (the keys of ``by_loglik``, each also a key of ``generated``): per
+    task, the generative accuracy (an ``EvalReport``) beside the log-likelihood accuracy (a
+    ``loglik.LoglikReport``), each with its 95% Wilson interval, and chance as a black dash."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(by_loglik), figsize=(5.5 * len(by_loglik), 3.5), sharey=True, squeeze=False
+    )
+    width = 0.38
+    for ax, label in zip(axes[0], by_loglik, strict=True):
+        for j, method in enumerate(("generate", "loglik")):
+            shown = []
+            for task in tasks:
+                if method == "loglik":
+                    stats = by_loglik[label].tasks[task]
+                    acc, (low, high) = stats["acc"], stats["acc_ci"]
+                else:
+                    stats = generated[label].by_task[task]
+                    acc, (low, high) = stats.accuracy, stats.ci95
+                shown.append((100 * acc, 100 * max(0.0, acc - low), 100 * max(0.0, high - acc)))
+            xs = [x + (j - 0.5) * width for x in range(len(tasks))]
+            values, below, above = zip(*shown, strict=True)
+            ax.bar(xs, values, width, yerr=[below, above], capsize=3, label=method)
+        for x, task in enumerate(tasks):
+            chance = baselines[task]["chance"]
+            if chance is not None:
+                ax.hlines(
+                    100 * chance,
+                    x - 0.45,
+                    x + 0.45,
+                    colors="black",
+                    label="chance" if x == 0 else "_nolegend_",
+                )
+        ax.set_xticks(range(len(tasks)), tasks)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy, % (95% Wilson)")
+        ax.set_title(f"{label}: generated answer vs log-likelihood", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

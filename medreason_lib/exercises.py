@@ -76,12 +76,18 @@ def retrain(profile: Profile, name: str, *, steps: int = 10, main_run_dir=None, 
     return run
 
 
+STYLES = [("o", "-", 7), ("s", "--", 5.5), ("^", ":", 4.5), ("D", "-.", 3.5), ("v", "-", 3)]
+
+
 def side_by_side(metrics_csvs: dict, columns: list[str], steps: int):
     """Mean of ``columns`` over the first ``steps`` logged steps of each run
     (``{label: metrics.csv}``), as a DataFrame (runs as columns), and a plot of each column
-    against the step."""
+    against the step. Each run has its own marker, line style and marker size (later runs
+    smaller), so a curve drawn over an identical one stays visible; where two runs logged the
+    same values, the panel's legend says so ("= grpo")."""
     import matplotlib.pyplot as plt
     import pandas as pd
+    from matplotlib.ticker import MaxNLocator
 
     from .plots import read_metrics
 
@@ -93,13 +99,27 @@ def side_by_side(metrics_csvs: dict, columns: list[str], steps: int):
             raise ValueError(
                 f"run {label!r} logged no {missing or columns} in its first {steps} steps"
             )
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 2.8), squeeze=False)
     for ax, column in zip(axes[0], columns, strict=True):
-        for label, df in frames.items():
-            ax.plot(df["step"], df[column], marker=".", label=label)
+        drawn: dict[str, list] = {}
+        for (label, df), (marker, line, size) in zip(
+            frames.items(), _styles(len(frames)), strict=True
+        ):
+            values = df[column].round(6).tolist()
+            same = next((other for other, v in drawn.items() if v == values), None)
+            drawn[label] = values
+            shown = f"{label} (= {same})" if same else label
+            ax.plot(df["step"], df[column], marker=marker, ls=line, ms=size, label=shown,
+                    mfc="none" if size > 5 else None)  # fmt: skip
         ax.set_title(column, fontsize=9)
         ax.set_xlabel("step")
-    axes[0][0].legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if any(" (= " in t for t in ax.get_legend_handles_labels()[1]) or ax is axes[0][0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     plt.show()
     return pd.DataFrame({label: df[columns].mean() for label, df in frames.items()})
+
+
+def _styles(n: int) -> list[tuple[str, str, float]]:
+    return [STYLES[i % len(STYLES)] for i in range(n)]

@@ -10,9 +10,13 @@ path) and returns one ``Noise`` per finding, of these kinds:
   only the text it first drew (``0%``), and a text bar that never finished;
 - ``token-alignment``: transformers' "new PAD/BOS/EOS tokens" warning;
 - ``repeated-note``: the note on the official evaluation sets' sizes printed more than once;
-- ``repeated-block``: the same block of ``BLOCK_LINES`` or more lines printed again in a later
-  cell (a library report, such as the training mix's, shown once per run is enough:
-  ``progress.say_once``).
+- ``repeated-block``: the same block of ``BLOCK_LINES`` or more lines printed again (a library
+  report, such as the training mix's, shown once per run is enough: ``progress.say_once``).
+  Text a model wrote or a prompt holds is data, not a report: a collapsed model writes the
+  same completion many times, and a notebook shows a prompt as messages and then rendered, on
+  purpose. A paragraph (lines between blank lines) with the template's or a chat template's
+  tags, the prompt's headings (``Question:``, ``Options:``, ...) or ``|``-quoted lines is
+  left out.
 
 Text bars are read as a front end shows them: of each line, what follows its last ``\\r``.
 ``make course`` counts the findings of every notebook it runs; tests/test_notebook_noise.py
@@ -33,6 +37,10 @@ LOSS_TABLE = re.compile(r"Training Loss")
 TOKEN_ALIGNMENT = re.compile(r"PAD/BOS/EOS")
 BAR = re.compile(r"(\d{1,3})%\|[^|\n]*\|\s*(\d+)/(\d+)")
 BLOCK_LINES = 5  # a repeated block: this many consecutive lines, printed again verbatim
+MODEL_TEXT = re.compile(
+    r"</?(?:reasoning|answer|think)>|<\|[a-z_]+\|>|^\s*\||^(?:Question|Context|Options):"
+    r"|^Answer with"
+)
 
 
 @dataclass(frozen=True)
@@ -122,10 +130,19 @@ def _repeated_blocks(index: int, shown: str, seen: dict) -> list[Noise]:
     """Blocks of ``BLOCK_LINES`` printed lines that an earlier output of another cell (or of
     this one) printed already; ``seen`` maps each block to where it first appeared."""
     lines = [line.rstrip() for line in shown.splitlines()]
+    data, paragraph = [False] * len(lines), []  # lines of paragraphs that hold model text
+    for i, line in enumerate([*lines, ""]):
+        if line.strip():
+            paragraph.append(i)
+            continue
+        if any(MODEL_TEXT.search(lines[j]) for j in paragraph):
+            for j in paragraph:
+                data[j] = True
+        paragraph = []
     found, covered = [], -1
     for start in range(len(lines) - BLOCK_LINES + 1):
         block = tuple(lines[start : start + BLOCK_LINES])
-        if not any(line.strip() for line in block):
+        if not any(line.strip() for line in block) or any(data[start : start + BLOCK_LINES]):
             continue
         if block in seen and start > covered:
             found.append(Noise(index, "repeated-block", f"{block[0].strip()} ... (first in cell "

@@ -86,6 +86,8 @@ def plot_ci_width(ns: Sequence[int] = (25, 50, 100, 200, 500, 1000, 2000), p: fl
     for n, w in zip(ns, widths, strict=True):
         ax.annotate(f"±{w:.1f}", (n, w), textcoords="offset points", xytext=(4, 4))
     ax.set_xscale("log")
+    ax.set_xlim(min(ns) / 1.4, max(ns) * 1.8)  # room for the last label
+    ax.set_ylim(0, max(widths) * 1.25)  # the first point's label stays under the title
     ax.set_xlabel("items evaluated (n)")
     ax.set_ylabel("95% CI half-width (points)")
     ax.set_title(f"How precise is an accuracy near {p:.0%}?")
@@ -162,6 +164,7 @@ def plot_training(
     not log are skipped; a panel with none left says so. Returns the ``Figure``.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     frame = read_metrics(metrics_csv)
     window = window or default_window(len(frame))
@@ -184,6 +187,7 @@ def plot_training(
         ax.set_title(panel_title, fontsize=10)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_xlabel("step", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole: no 2.5
         ax.tick_params(labelsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)

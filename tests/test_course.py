@@ -84,10 +84,12 @@ def test_record_and_report(tmp_path, monkeypatch):
 
 def test_every_notebook_has_an_open_in_colab_link_in_the_readme():
     readme = (paths.repo_root() / "README.md").read_text()
+    from medreason_lib.home import colab_url  # the course's home, in one place
+
     for notebook in course.notebooks():
-        base = "colab.research.google.com/github/medreason/medreason-course/blob/main/notebooks"
-        link = f"{base}/{notebook.name})"
-        assert link in readme, f"README has no Colab link for {notebook.name}"
+        assert f"{colab_url(notebook.name)})" in readme, (
+            f"README has no Colab link for {notebook.name}"
+        )
 
 
 def test_the_readme_says_where_notebook_04_resumes():

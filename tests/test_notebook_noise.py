@@ -16,7 +16,7 @@ import nbformat
 import pytest
 
 from conftest import seed_tiny_model
-from medreason_lib import paths
+from medreason_lib.course import executed_copies
 from medreason_lib.notebook_noise import as_shown, find_noise
 from medreason_lib.progress import (
     FinalLineBar,
@@ -75,6 +75,22 @@ def test_each_kind_of_noise_is_found():
 
 
 MIX_REPORT = "".join(f"  label {x}: {i} rows\n" for i, x in enumerate("abcdef"))
+
+
+def test_model_text_and_prompts_shown_twice_are_not_noise():
+    """A collapsed model writes the same completion again and again, and a notebook shows a
+    prompt as messages and then rendered: data, not a library report."""
+    completion = "<reasoning>\nWeigh the context.\n</reasoning>\n<answer>\nyes\n</answer>\n"
+    prompt = "Question: Which drug?\n\nOptions:\nA. One\nB. Two\nC. Three\nD. Four\n\n"
+    prompt += "Answer with the letter of the correct option.\n"
+    quoted = "".join(f"  | line {i}\n" for i in range(6))
+    nb = _notebook(
+        [_stream("--- step 10 ---\n" + completion + "\n" + prompt + quoted)],
+        [_stream("--- step 20 ---\n" + completion + "\n" + prompt + quoted)],
+        [_stream(MIX_REPORT)],
+        [_stream(MIX_REPORT)],
+    )
+    assert [(n.cell, n.kind) for n in find_noise(nb)] == [(3, "repeated-block")]
 
 
 def test_a_library_report_said_once_is_not_repeated(capsys):
@@ -168,11 +184,9 @@ def test_quiet_libraries_drops_only_the_harmless_bos_warning():
     assert sum(type(f).__name__ == "_DropHarmlessAlignment" for f in logger.filters) == 1
 
 
-def _course_copies():
-    return sorted(paths.runs_dir().glob("*/notebooks/[0-9][0-9]_*.ipynb"))
-
-
-@pytest.mark.parametrize("path", _course_copies(), ids=lambda p: f"{p.parent.parent.name}/{p.stem}")
+@pytest.mark.parametrize(
+    "path", executed_copies(), ids=lambda p: f"{p.parent.parent.name}/{p.stem}"
+)
 def test_make_course_copies_are_clean(path):
     noise = find_noise(path)
     assert not noise, (

@@ -44,6 +44,15 @@ SOURCES = {
     "Unsloth": "https://github.com/unslothai/unsloth",
     "TRL": "https://huggingface.co/docs/trl",
     "vLLM": "https://arxiv.org/abs/2309.06180",
+    "DPO": "https://arxiv.org/abs/2305.18290",
+    "Reason·Med": "https://chandravikram.com/papers/09-reasonmed",  # a preliminary manuscript
+    "ReasonMed": "https://arxiv.org/abs/2506.09513",  # the trace dataset: another work
+    "II-Medical": "https://huggingface.co/Intelligent-Internet/II-Medical",
+    "MedGemma": "https://huggingface.co/google/medgemma",
+    "MEDITRON": "https://arxiv.org/abs/2311.16079",
+    "HuatuoGPT-o1": "https://arxiv.org/abs/2412.18925",
+    "PKU-SafeRLHF": "https://huggingface.co/datasets/PKU-Alignment/PKU-SafeRLHF",
+    "lm-evaluation-harness": "https://github.com/EleutherAI/lm-evaluation-harness",
 }
 
 
@@ -145,6 +154,7 @@ def _prose(cells):
     text = "\n".join(c.source for c in cells if c.cell_type == "markdown")
     for pattern, flags in (
         (r"(?<=\])\(https?://[^)\s]+\)", 0),  # link targets (their text stays)
+        (r"<!--.*?-->", re.DOTALL),  # comments: a reader never sees them
         (r"^#+ [^\n]*$", re.MULTILINE),
         (r"`[^`]*`", 0),
         (r"\$\$.*?\$\$", re.DOTALL),
