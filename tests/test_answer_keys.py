@@ -156,6 +156,29 @@ def test_07_q3_a_harmony_completion_without_its_markers_parses_as_the_template()
     assert parsed.answer == "yes" and parsed.well_formed
 
 
+def test_08_q1_an_adapter_before_any_step_is_exactly_the_base_model():
+    says("08", 1, "peft starts every LoRA `B` matrix at zero")
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(6, 5))
+    x = torch.randn(3, 6)
+    expected = base(x).detach().clone()
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["0"]))
+    assert torch.equal(model(x), expected)
+    assert all(p.abs().max() == 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_09_q3_the_embeddings_learn_2_to_10_times_slower():
+    says("09", 3, "2-10x smaller rate")
+    from medreason_lib import pretrain_setup
+
+    for name in ("tiny", "3b", "8b"):
+        settings = pretrain_setup.cpt_settings(PROFILES[name])
+        assert 2 <= settings.learning_rate / settings.embedding_learning_rate <= 10, name
+
+
 def test_10_q5_a_four_times_larger_rank_grows_the_adapter_not_the_total():
     says("10", 5, "four times", "much less than four times")
     base = PROFILES["8b"]
