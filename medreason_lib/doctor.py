@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import install, memory, prefetch
+from .errors import UserError
 from .install import CUDA13_MIN_DRIVER, GpuFacts, UnsupportedRuntime
-from .profiles import ENV_VAR, PROFILES, Profile, gpu_memory_gb, profile_for_gpu
+from .profiles import ENV_VAR, PROFILES, Profile, gpu_memory_gb, named_profile, profile_for_gpu
 
 # names as requirements*.txt spell them
 PACKAGES = ("torch", "transformers", "trl", "peft", "unsloth", "unsloth_zoo", "vllm",
@@ -199,7 +200,10 @@ def _saved_login(home: Path) -> bool:
 def pick_profile(facts: Facts) -> Profile:
     """The profile ``profiles.get_profile`` would return, from the facts alone."""
     name = facts.requested_profile or profile_for_gpu(facts.gpu_memory_gb)
-    profile = PROFILES.get(name) or PROFILES["tiny"]
+    try:
+        profile = named_profile(name)
+    except (ValueError, UserError):  # diagnose() reports it
+        profile = PROFILES["tiny"]
     if profile.use_vllm and facts.gpu is not None and facts.versions.get("vllm") is None:
         profile = profile.replace(use_vllm=False)  # as get_profile does without vLLM
     return profile
@@ -222,11 +226,14 @@ def diagnose(facts: Facts, pins: tuple[dict, dict] | None = None) -> Diagnosis:
     """Judge ``facts``: the lines to print and the problems, each with its fix."""
     profile = pick_profile(facts)
     d = Diagnosis(profile)
-    if facts.requested_profile and facts.requested_profile not in PROFILES:
-        d.problem(
-            f"unknown profile {facts.requested_profile!r} (--profile or ${ENV_VAR})",
-            f"use one of {', '.join(PROFILES)}",
-        )
+    if facts.requested_profile:
+        try:
+            named_profile(facts.requested_profile)
+        except (ValueError, UserError) as exc:
+            d.problem(
+                f"profile {facts.requested_profile!r} (--profile or ${ENV_VAR}): {exc}",
+                f"use one of {', '.join(PROFILES)}, or a profile file (.toml/.json)",
+            )
     needs_gpu = profile.uses_unsloth
     plan_error = _check_gpu(d, facts, profile, needs_gpu)
     _check_packages(d, facts, profile, pins or _pins(), plan_error)

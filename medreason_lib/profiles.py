@@ -38,6 +38,9 @@ import subprocess
 from dataclasses import dataclass, field
 
 from .caps import CAPS, DATA_SOURCE_VAR, apply_caps, capped  # noqa: F401  (re-exported)
+from .errors import UserError
+from .profile_files import check_settings, is_profile_file, read_profile_file
+from .profile_variants import LOSS_VARIANTS, SFT_SETTINGS  # noqa: F401  (re-exported)
 
 ENV_VAR = "MEDREASON_PROFILE"
 SMOL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # medreason_lib.smol builds it offline
@@ -158,42 +161,6 @@ class Profile:
         if name not in SFT_SETTINGS:
             raise ValueError(f"unknown SFT setting {name!r}; valid: {', '.join(SFT_SETTINGS)}")
         return self.replace(**SFT_SETTINGS[name])
-
-
-# The GRPO objectives the course compares, as the GRPOConfig fields each one sets:
-# - grpo: the original per-sequence mean (DeepSeekMath), symmetric clipping.
-# - dapo: token-level normalisation, clip-higher (epsilon_high 0.28) and overlong masking
-#   (truncated completions get no loss), as the DAPO paper recommends.
-# - dr_grpo: Dr. GRPO, a constant normaliser and no division by the group's std.
-# - gspo: GSPO, one importance ratio per sequence, with the paper's narrow clipping range.
-_VARIANT_DEFAULTS = {"scale_rewards": "group", "epsilon": 0.2, "epsilon_high": 0.2}
-_VARIANT_DEFAULTS |= {"importance_sampling_level": "token", "mask_truncated_completions": False}
-LOSS_VARIANTS: dict[str, dict] = {
-    "grpo": {**_VARIANT_DEFAULTS, "loss_type": "grpo"},
-    "dapo": {
-        **_VARIANT_DEFAULTS,
-        "loss_type": "dapo",
-        "epsilon_high": 0.28,
-        "mask_truncated_completions": True,
-    },
-    "dr_grpo": {**_VARIANT_DEFAULTS, "loss_type": "dr_grpo", "scale_rewards": "none"},
-    "gspo": {
-        **_VARIANT_DEFAULTS,
-        "loss_type": "grpo",
-        "importance_sampling_level": "sequence",
-        "epsilon": 3e-4,
-        "epsilon_high": 4e-4,
-    },
-}
-
-
-# Named SFT settings of published models, as the Profile fields each one sets:
-# - q3x1: Clinical Reasoning Hub's Diagnostic-Reasoning-Q3X1 (Qwen3-8B), QLoRA: the base in
-#   4-bit, LoRA rank 128 and alpha 256 (its published settings, as issue 13 cites them), on
-#   the profile's LoRA targets (all attention and MLP projections).
-SFT_SETTINGS: dict[str, dict] = {
-    "q3x1": {"load_in_4bit": True, "lora_rank": 128, "lora_alpha": 256},
-}
 
 
 _TINY = Profile(
@@ -401,26 +368,22 @@ def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile
     """Return the profile to run.
 
     ``name`` wins; else the MEDREASON_PROFILE environment variable; else the machine decides
-    (``profile_for_gpu``). ``scale`` is for notebooks about one model size ("8b", "20b"): with
-    no explicit name it returns that profile on a GPU and its tiny stand-in on a CPU.
+    (``profile_for_gpu``). Either may name a built-in profile or a profile file
+    (``medreason_lib.profile_files``: a ``.toml``/``.json`` of settings on a built-in base).
+    ``scale`` is for notebooks about one model size ("8b", "20b"): with no explicit name it
+    returns that profile on a GPU and its tiny stand-in on a CPU; a CPU profile (tiny, smol,
+    or a file based on one) also gives the stand-in, whose lesson is the chat format.
     """
     chosen = name or os.environ.get(ENV_VAR) or None
+    if scale is not None and scale not in CPU_STAND_IN:
+        raise ValueError(f"unknown scale {scale!r}; valid: {sorted(CPU_STAND_IN)}")
     if chosen is None:
         auto = profile_for_gpu(gpu_memory_gb())
-        if scale is not None:
-            if scale not in CPU_STAND_IN:
-                raise ValueError(f"unknown scale {scale!r}; valid: {sorted(CPU_STAND_IN)}")
-            chosen = CPU_STAND_IN[scale] if auto == "tiny" else scale
-        else:
-            chosen = auto
-    elif scale is not None and chosen == "tiny":
-        chosen = CPU_STAND_IN.get(scale, "tiny")
-    if chosen not in PROFILES:
-        where = "name" if name else f"${ENV_VAR}"
-        raise ValueError(
-            f"unknown profile {chosen!r} (from {where}); valid profiles: {', '.join(PROFILES)}"
-        )
-    profile = apply_caps(PROFILES[chosen])
+        chosen = auto if scale is None else (CPU_STAND_IN[scale] if auto == "tiny" else scale)
+    profile = named_profile(chosen, "name" if name else f"${ENV_VAR}")
+    if scale is not None and not profile.uses_unsloth and profile.name not in CPU_STAND_IN:
+        profile = PROFILES[CPU_STAND_IN[scale]]
+    profile = apply_caps(profile)
     if profile.use_vllm and importlib.util.find_spec("vllm") is None and gpu_memory_gb():
         # On a T4 the course installs no vLLM (medreason_lib.install says why): generate with
         # Unsloth's Hugging Face path instead of failing at the first model load.
@@ -432,4 +395,43 @@ def get_profile(name: str | None = None, *, scale: str | None = None) -> Profile
         # The tiny profile must never reach a model or dataset hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    return profile
+
+
+def named_profile(chosen: str, where: str = "--profile") -> Profile:
+    """The built-in profile ``chosen``, or the one its profile file describes."""
+    if is_profile_file(chosen):
+        bases = {key: p.to_dict() for key, p in PROFILES.items()}
+        base, name, changes = read_profile_file(chosen, bases)
+        return _checked(PROFILES[base].replace(name=name, **changes), f"profile file {chosen}")
+    if chosen not in PROFILES:
+        raise ValueError(
+            f"unknown profile {chosen!r} (from {where}); valid profiles: {', '.join(PROFILES)}"
+            " or a profile file (.toml/.json, medreason_lib.profile_files)"
+        )
+    return PROFILES[chosen]
+
+
+def profile_from_settings(settings: dict, where: str) -> Profile:
+    """The profile a run recorded (``run.json``'s ``profile_settings``: every setting), checked
+    setting by setting; ``where`` names the file in errors."""
+    if not isinstance(settings, dict) or not isinstance(settings.get("name"), str):
+        raise UserError(f"{where}: profile_settings is not a profile's settings")
+    base = PROFILES.get(settings["name"], PROFILES["tiny"])
+    return _checked(base.replace(**check_settings(settings, base.to_dict(), where)), where)
+
+
+def _checked(profile: Profile, where: str) -> Profile:
+    """``profile`` when its settings hang together (a backend it knows, a sequence length that
+    holds prompt and completion); a ``UserError`` naming ``where`` otherwise."""
+    try:
+        profile.uses_unsloth  # noqa: B018  (raises on an unknown backend)
+    except ValueError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    needed = profile.max_prompt_length + profile.max_completion_length
+    if profile.max_seq_length < needed:
+        raise UserError(
+            f"{where}: max_seq_length {profile.max_seq_length} is shorter than "
+            f"max_prompt_length + max_completion_length ({needed})"
+        )
     return profile

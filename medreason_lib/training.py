@@ -261,7 +261,8 @@ def _train(
         profile = _engine_for_evaluation(profile, base_model)
     max_steps = config_overrides.get("max_steps", profile.max_steps)
     adapter_dir = run_dir / "adapter"
-    record = {"profile": profile.name, "base_model": base_model, "adapter_dir": "adapter",
+    record = {"profile": profile.name, "profile_settings": profile.to_dict(),
+              "base_model": base_model, "adapter_dir": "adapter",
               "extra_rewards": [fn.__name__ for fn in extra_rewards], **data_record}  # fmt: skip
     if checkpoint is not None and checkpoint_step(checkpoint) >= max_steps:
         return _finish_at(checkpoint, profile, run_dir, record, earlier, keep_model, max_steps)
