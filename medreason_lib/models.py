@@ -44,6 +44,7 @@ from .model_kwargs import (  # noqa: F401  (re-exported: models.unsloth_load_kwa
 from .profiles import Profile
 from .smol import resolve_smol
 from .tiny import resolve_model_id as _resolve_tiny
+from .tokenizer_checks import check_tokenizer
 
 
 def resolve_model_id(model_id: str, seed: int = 0) -> str:
@@ -74,20 +75,32 @@ def prepare_runtime(profile: Profile) -> None:
 
 
 def _load_tiny(model_path: str):
+    """The transformers backend, in float32: the tiny models, smol, or any causal LM."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    return model, tokenizer
+    return model, _checked_tokenizer(model, tokenizer, model_path)
 
 
 def _load_unsloth(profile: Profile, model_name: str | None):
     from unsloth import FastLanguageModel  # GPU only
 
     model, tokenizer = FastLanguageModel.from_pretrained(**unsloth_load_kwargs(profile, model_name))
-    return model, tokenizer
+    return model, _checked_tokenizer(model, tokenizer, model_name or profile.model_id)
+
+
+def _checked_tokenizer(model, tokenizer, where):
+    """``tokenizer_checks.check_tokenizer`` (a refusal raises); a repaired eos or pad token is
+    also given to the model's generation config, which is what ``generate`` stops and pads
+    with. Unsloth returns a processor for some models: its tokenizer is checked."""
+    inner = getattr(tokenizer, "tokenizer", tokenizer)
+    if check_tokenizer(inner, str(where)) and getattr(model, "generation_config", None):
+        model.generation_config.eos_token_id = inner.eos_token_id
+        model.generation_config.pad_token_id = inner.pad_token_id
+    return tokenizer
 
 
 @dataclass

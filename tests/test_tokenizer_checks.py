@@ -1,0 +1,79 @@
+"""Chat tokenizers checked at load (issue 23): a system turn that renders, an eos that ends the
+assistant's turn, a pad token. Repaired in one line, or refused in one. On the tiny models'
+tokenizers: nothing is downloaded."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from medreason_lib import models
+from medreason_lib.errors import UserError
+from medreason_lib.tiny import resolve_model_id
+from medreason_lib.tokenizer_checks import check_tokenizer, end_of_turn
+
+
+@pytest.fixture(params=["qwen2", "qwen3", "gpt-oss"])
+def tokenizer(request):
+    return AutoTokenizer.from_pretrained(resolve_model_id(f"tiny:{request.param}"))
+
+
+def test_the_course_tokenizers_pass_unchanged(tokenizer):
+    eos, pad = tokenizer.eos_token, tokenizer.pad_token
+    assert check_tokenizer(tokenizer, "tiny") == []
+    assert (tokenizer.eos_token, tokenizer.pad_token) == (eos, pad)
+
+
+def test_an_eos_that_opens_a_turn_and_no_pad_are_repaired(capsys):
+    """SmolLM2's GGUF tokenizer as transformers converts it: eos <|im_start|>, no pad."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_id("tiny:qwen2"))
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_start|>", None
+    repairs = check_tokenizer(tokenizer, "a-gguf-build")
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
+    assert len(repairs) == 2 and "opens a turn" in repairs[0]
+    assert "tokenizer of a-gguf-build: eos was '<|im_start|>'" in capsys.readouterr().out
+
+
+def test_the_turn_closer_is_read_from_the_template(tokenizer):
+    closer = end_of_turn(tokenizer, "tiny")
+    assert closer in {"<|im_end|>", "<|end|>", "<|return|>"}
+
+
+def test_a_tokenizer_without_a_chat_template_is_refused():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_id("tiny:qwen2"))
+    tokenizer.chat_template = None
+    with pytest.raises(UserError, match="base-model: the tokenizer has no chat template"):
+        check_tokenizer(tokenizer, "base-model")
+
+
+def test_a_template_that_drops_the_system_turn_is_refused():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_id("tiny:qwen2"))
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n"
+        "{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    with pytest.raises(UserError, match="drops the system turn"):
+        check_tokenizer(tokenizer, "no-system")
+
+
+def test_a_template_that_raises_on_a_system_turn_is_refused():
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_id("tiny:qwen2"))
+    tokenizer.chat_template = (
+        "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+    )
+    with pytest.raises(UserError, match="refuses a system turn"):
+        check_tokenizer(tokenizer, "strict")
+
+
+def test_loading_a_folder_with_a_broken_tokenizer_repairs_generation_too(tmp_path):
+    source = resolve_model_id("tiny:qwen2")
+    model, tokenizer = models._load_tiny(source)
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_start|>", None
+    model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tokenizer = models._load_tiny(str(tmp_path))
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert tokenizer.eos_token_id == tokenizer.pad_token_id == end
+    assert model.generation_config.eos_token_id == model.generation_config.pad_token_id == end
