@@ -8,6 +8,7 @@
     python -m medreason_lib eval   --profile tiny --n 16         # evaluation.evaluate_model
     python -m medreason_lib eval   --profile 3b --model hooman650/MedQwen3B-Reasoner
     python -m medreason_lib eval   --profile tiny --method loglik  # lm-eval, log-likelihood
+    python -m medreason_lib eval   --profile tiny --samples 8     # + avg@k, maj@k, pass@k
     python -m medreason_lib export --profile tiny --merge --modelfile
     python -m medreason_lib ask    --profile tiny "Does X help?" --context "An abstract..."
     python -m medreason_lib doctor                               # is this runtime ready?
@@ -232,6 +233,8 @@ def _eval(args) -> int:
         raise UsageError("--full is for --method loglik, without --n")
     if args.source is not None and args.method != "loglik":
         raise UsageError("--source is for --method loglik (the generative items: the profile's)")
+    if cli_args.sampling_problem(args):
+        raise UsageError(cli_args.sampling_problem(args))
     _start(args)
     from . import evaluation
 
@@ -251,11 +254,16 @@ def _eval(args) -> int:
         dataset = evaluation.load_benchmarks(
             n=args.n, seed=profile.seed, source=profile.data_source
         )
-    report = evaluation.evaluate_model(
-        profile, name, base=base, adapter=adapter, dataset=dataset, progress=not args.quiet
-    )
+    common = {"base": base, "adapter": adapter, "dataset": dataset, "progress": not args.quiet}
+    if args.samples is None:
+        report = evaluation.evaluate_model(profile, name, **common)
+    else:  # greedy and K samples per item, one load; the report holds both
+        sampling = {"temperature": args.temperature, "top_p": args.top_p}
+        report = evaluation.evaluate_sampled_model(
+            profile, name, samples=args.samples, **sampling, **common
+        )
     print(report)
-    print(f"report: {evaluation.eval_dir(profile) / name}.json")
+    print(f"report: {evaluation.eval_dir(profile) / report.name}.json")
     return 0
 
 

@@ -172,6 +172,16 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         help="--method loglik only: where the items come from: bundled, hub or a folder of "
         "upstream raw files, e.g. shared/reference-data (default: the profile's data_source)",
     )
+    p.add_argument(
+        "--samples",
+        type=int,
+        metavar="K",
+        help="also sample K completions per item (K >= 2; vLLM: one request with n=K) and report "
+        "greedy, avg@K (with its interval), maj@K and pass@K side by side on the same items "
+        "(report: <name>-k<K>-t<temperature>; the greedy one: <name>)",
+    )
+    p.add_argument("--temperature", type=float, help="--samples only: > 0 (default: the profile's)")
+    p.add_argument("--top-p", type=float, help="--samples only: in (0, 1] (default: the profile's)")
     p.set_defaults(handler=handlers["eval"])
 
     p = sub.add_parser(
@@ -239,3 +249,24 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="read it all back with the hub off")
     p.set_defaults(handler=handlers["prefetch"])
     return parser
+
+
+def sampling_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``eval``'s --samples, --temperature and --top-p (None: nothing),
+    in one line naming the option."""
+    if args.samples is None:
+        if args.temperature is not None or args.top_p is not None:
+            return "--temperature and --top-p are for --samples K (sampled evaluation)"
+        return None
+    if args.method != "generate":
+        return "--samples is for --method generate (log-likelihood scoring samples nothing)"
+    if args.samples < 2:
+        return f"--samples must be at least 2 (K completions per item), got {args.samples}"
+    if args.temperature is not None and not args.temperature > 0:
+        return (
+            f"--temperature must be above 0 with --samples, got {args.temperature} (at 0 the "
+            "K completions would all be the greedy one)"
+        )
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        return f"--top-p must be in (0, 1], got {args.top_p}"
+    return None

@@ -11,6 +11,11 @@ still fail are recorded and counted as wrong, never dropped. With a ``name`` the
 appended to ``runs/<profile>/eval/<name>.jsonl`` batch by batch, so ``resume=True`` continues
 an interrupted run, and the report is saved beside them as ``<name>.json``.
 
+The same loop is sampled evaluation: with ``settings.generation.samples = k > 1`` each item
+gets k completions (``samples_per_prompt``), one record holds all k
+(``sampled_report.sampled_record``), and the result is a ``SampledReport`` (avg@k, maj@k,
+pass@k).
+
 ``evaluation`` builds the notebooks' whole steps on this loop (load a model, evaluate it,
 save the report) and re-exports ``evaluate``.
 """
@@ -26,6 +31,7 @@ from .eval_records import drop_cut_off_line, read_records
 from .generation import make_generate, to_completion
 from .profiles import Profile, get_profile
 from .reports import EvalReport, EvalSettings, digest
+from .sampled_report import SampledReport, sampled_record
 
 
 def chat_prompt(row: dict, system_prompt: str | None) -> list[dict[str, str]]:
@@ -69,6 +75,14 @@ def _score(item: dict, completion, error: str | None, tokenizer) -> dict:
         "settings_hash": item["settings_hash"],
         "model": item["model"],
     }
+
+
+def _score_samples(item: dict, completions, error: str | None, tokenizer, k: int) -> dict:
+    """One item's record of k samples (``sampled_report.sampled_record``); a failed item's k
+    samples are all failed."""
+    scored = [_score(item, c, error, tokenizer) for c in (completions or [None] * k)]
+    gold = answers.normalize_answer(item["gold"], item["task"], item["options"])
+    return sampled_record(scored, gold)
 
 
 def _items(dataset, settings: EvalSettings, model_id: str | None) -> list[dict]:
@@ -138,9 +152,32 @@ def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
     return progress_bar(total, desc, unit="item", initial=initial, disable=not enabled)
 
 
-def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | list | None]:
-    """Completions of one batch, or ``([None...], error)`` when the generator raised; when
-    only some items fail on their own, ``(completions, [error or None per item])``."""
+def samples_per_prompt(gen, k: int):
+    """``gen`` as a callable that answers each prompt with a list of k completions. A model
+    backend built with ``samples=k`` draws them itself (vLLM ``n=k``, transformers
+    ``num_return_sequences=k``); any other callable is asked each prompt k times in one call
+    (repeated rows), so a plain sampler, a scripted fake or an endpoint works unchanged."""
+    own = getattr(getattr(gen, "settings", None), "samples", 1) == k
+
+    def generate(prompts):
+        rows = list(gen(prompts)) if own else list(gen([p for p in prompts for _ in range(k)]))
+        groups = rows if own else [rows[i : i + k] for i in range(0, len(rows), k)]
+        if len(groups) != len(prompts) or any(len(g) != k for g in groups):
+            raise ValueError(
+                f"samples={k}: the generator gave {len(rows)} results for {len(prompts)} "
+                f"prompts, not {k} per prompt"
+            )
+        return groups
+
+    generate.backend = getattr(gen, "backend", "callable")
+    generate.default_batch_size = getattr(gen, "default_batch_size", 16)
+    return generate
+
+
+def _generate_batch(gen, batch: list[dict], number: int, k: int) -> tuple[list, str | list | None]:
+    """Completions of one batch (``k > 1``: a list of k per item), or ``([None...], error)``
+    when the generator raised; when only some items fail on their own, ``(completions,
+    [error or None per item])``."""
     try:
         outputs = list(gen([it["messages"] for it in batch]))
     except Exception as exc:  # a failed batch is recorded, never silently dropped
@@ -148,7 +185,7 @@ def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | li
             return [None], f"{type(exc).__name__}: {exc}"
         # one bad item (a prompt over the engine's length) must not cost the batch: retry
         # each item alone, so only the items that fail on their own are recorded as failed
-        singles = [_generate_batch(gen, [it], number) for it in batch]
+        singles = [_generate_batch(gen, [it], number, k) for it in batch]
         failed = sum(err is not None for _, err in singles)
         print(
             f"batch {number} raised {type(exc).__name__}: {exc}; retried item by item: "
@@ -163,7 +200,8 @@ def _generate_batch(gen, batch: list[dict], number: int) -> tuple[list, str | li
             f"{where}: generate returned {len(outputs)} completions for {len(batch)} prompts"
         )
     try:
-        return [to_completion(o) for o in outputs], None
+        read = to_completion if k == 1 else (lambda group: [to_completion(x) for x in group])
+        return [read(o) for o in outputs], None
     except TypeError as exc:
         raise TypeError(f"{where}: {exc}") from None
 
@@ -177,23 +215,32 @@ def _records_path(name: str | None, out_dir, profile: Profile) -> Path | None:
     return folder / f"{name}.jsonl"
 
 
-def _run(gen, items, done: dict, path: Path | None, batch_size: int, tokenizer, bar) -> None:
+def _running_score(done: dict, k: int) -> str:
+    """The progress bar's note: accuracy so far (avg@k when sampling)."""
+    if k == 1:
+        return f"accuracy {sum(r['correct'] for r in done.values()) / len(done):.1%}"
+    right = sum(s["correct"] for r in done.values() for s in r["samples"])
+    return f"avg@{k} {right / (k * len(done)):.1%}"
+
+
+def _run(gen, items, done: dict, path: Path | None, batch_size: int, tokenizer, bar, k) -> None:
     """Generate and score the items not in ``done``, shortest prompt first (less padding),
     adding each batch's records to ``done`` and appending them to ``path``."""
     pending = sorted((it for it in items if it["id"] not in done), key=_prompt_chars)
     for number, start in enumerate(range(0, len(pending), batch_size)):
         batch = pending[start : start + batch_size]
-        completions, error = _generate_batch(gen, batch, number)
+        completions, error = _generate_batch(gen, batch, number, k)
         errors = error if isinstance(error, list) else [error] * len(batch)
         records = [
-            _score(it, c, e, tokenizer) for it, c, e in zip(batch, completions, errors, strict=True)
+            _score(it, c, e, tokenizer) if k == 1 else _score_samples(it, c, e, tokenizer, k)
+            for it, c, e in zip(batch, completions, errors, strict=True)
         ]
         done.update((r["id"], r) for r in records)
         if path:
             with path.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
         bar.update(len(batch))
-        bar.set_postfix_str(f"accuracy {sum(r['correct'] for r in done.values()) / len(done):.1%}")
+        bar.set_postfix_str(_running_score(done, k))
 
 
 def evaluate(
@@ -210,7 +257,7 @@ def evaluate(
     lora_path: str | Path | None = None,
     model_id: str | None = None,
     progress: bool = True,
-) -> EvalReport:
+) -> EvalReport | SampledReport:
     """Evaluate ``generate`` on ``dataset`` (rows with ``id, task, answer, options, prompt``).
 
     ``generate``: a callable ``list of chat prompts -> list of completions`` (strings, or
@@ -227,11 +274,16 @@ def evaluate(
     existing file is replaced). Items run shortest prompt first, to pad less.
     ``model_id``: which model this is (``model_identity``); kept in every record and the
     report, and ``resume`` refuses records of another model.
+    With ``settings.generation.samples = k > 1`` every item gets k sampled completions
+    (``samples_per_prompt``; a transformers batch holds ``batch_size // k`` prompts) and the
+    result is a ``SampledReport`` (avg@k, maj@k, pass@k; ``sampled_report``).
     """
     profile = profile or get_profile()
     settings = settings or EvalSettings.from_profile(profile)
     items = _items(dataset, settings, model_id)
     gen = make_generate(generate, tokenizer, settings=settings.generation, lora_path=lora_path)
+    k = settings.generation.samples
+    gen = gen if k == 1 else samples_per_prompt(gen, k)
     path = _records_path(name, out_dir, profile)
     if path and resume and path.exists():  # a kill mid-write: its half line goes, not glued
         drop_cut_off_line(path)
@@ -243,16 +295,17 @@ def evaluate(
         path.unlink()
     began = time.perf_counter()
     with _progress(len(items), f"eval {name or ''}".strip(), progress, len(done)) as bar:
-        batch_size = batch_size or getattr(gen, "default_batch_size", 16)
+        rows_per_prompt = k if getattr(gen, "backend", None) == "hf" else 1  # its memory
+        batch_size = batch_size or max(1, getattr(gen, "default_batch_size", 16) // rows_per_prompt)
         try:
-            _run(gen, items, done, path, batch_size, tokenizer, bar)
+            _run(gen, items, done, path, batch_size, tokenizer, bar, k)
         except KeyboardInterrupt:
             kept = (
                 f"records in {path}; resume=True continues" if path else "nothing saved (no name)"
             )
             print(f"\ninterrupted after {len(done)}/{len(items)} items; {kept}")
             raise
-    report = EvalReport.from_records(
+    report = (EvalReport if k == 1 else SampledReport).from_records(
         [done[it["id"]] for it in items],
         settings,
         name=name,

@@ -6,8 +6,10 @@ what published models scored on them.
   course evaluation on that profile uses (``eval_size`` items per benchmark).
 - ``gold_baselines``: chance and always-the-commonest-answer, the scores that cost nothing.
 - ``PUBLISHED``: reference numbers as their authors published them, with how they were
-  scored (``method``: the course's ``generate`` or ``loglik``, or None when unstated) and
-  which of the course's numbers they can stand beside; ``published_comparable(method)``.
+  scored (``method``: the course's ``generate`` or ``loglik``, or None when unstated), how
+  they decoded (``decoding``: greedy, sampled runs, or not stated) and which of the course's
+  numbers they can stand beside; ``published_comparable(method)``. ``AUTHORS_DECODING``: how
+  HuatuoGPT-o1's and m1's own released evaluators decode, read from their code.
 """
 
 from __future__ import annotations
@@ -124,6 +126,34 @@ _LOGLIK_COMPARABLE = (
     "settings than that)"
 )
 
+_UNSTATED = (
+    "not stated with the number (greedy or sampled, how many runs): set it beside both our "
+    "greedy accuracy and our avg@k (`eval --samples k`); their gap is how much the unstated "
+    "decoding can matter"
+)
+_NO_DECODING = "none: log-likelihood scoring generates nothing, so there is no decoding to match"
+
+# How two reference systems decode in their own released evaluation code (the numbers in
+# PUBLISHED come from another model card, which does not say how it decoded).
+AUTHORS_DECODING = {
+    "HuatuoGPT-o1": {
+        "protocol": "one sampled run: temperature 0.5, top_p 0.9, no seed (an avg@1)",
+        "source": "FreedomIntelligence/HuatuoGPT-o1 evaluation/eval.py (call_model), commit "
+        "2c8d7fc; the paper (arXiv 2412.18925, sec. 4.1) averages 5 runs on GPQA only, for its "
+        "few questions",
+    },
+    "m1": {
+        "protocol": "greedy: temperature 0.0, seed 42, one run",
+        "source": "UCSC-VLAA/m1 exp/eval_commands.sh and src/eval/configs/base.yaml, commit "
+        "c65dfc6",
+    },
+}
+
+
+def _authors(name: str) -> str:
+    return f"; {name}'s own evaluator: {AUTHORS_DECODING[name]['protocol']}"
+
+
 # How a number was scored, by the names of the course's own `eval --method` choices:
 # "generate" (the course's harness, notebook 03) or "loglik" (lm-evaluation-harness,
 # medreason_lib.loglik). None: the source does not say.
@@ -142,6 +172,7 @@ PUBLISHED: list[dict] = [
         "scoring": _GENERATIVE,
         "method": "generate",
         "comparable": _PARTLY,
+        "decoding": _UNSTATED,
     },
     {
         "model": "II-Medical-7B-Preview (SFT + DAPO on Qwen2.5-7B-Instruct)",
@@ -152,6 +183,7 @@ PUBLISHED: list[dict] = [
         "scoring": _GENERATIVE,
         "method": "generate",
         "comparable": _PARTLY,
+        "decoding": _UNSTATED,
     },
     {
         "model": "HuatuoGPT-o1-8B",
@@ -161,6 +193,18 @@ PUBLISHED: list[dict] = [
         "first-match and last-match accuracy and falls back to the most similar option",
         "method": "generate",
         "comparable": "no: a best-of-two extractor that never leaves an answer unparsed",
+        "decoding": _UNSTATED + _authors("HuatuoGPT-o1"),
+    },
+    {
+        "model": "m1 ('M1' in the source's table; the variant is not named there)",
+        "medqa": 75.8,
+        "medmcqa": 62.5,
+        "pubmedqa": 75.8,
+        "source": "II-Medical-7B-Preview model card (comparison table)",
+        "scoring": _GENERATIVE,
+        "method": "generate",
+        "comparable": _PARTLY,
+        "decoding": _UNSTATED + _authors("m1"),
     },
     {
         "model": "MedGemma-4B-it",
@@ -169,6 +213,7 @@ PUBLISHED: list[dict] = [
         "scoring": _GENERATIVE,
         "method": "generate",
         "comparable": _PARTLY,
+        "decoding": _UNSTATED,
     },
     {
         "model": "MedGemma-27B-text-it",
@@ -177,6 +222,7 @@ PUBLISHED: list[dict] = [
         "scoring": _GENERATIVE,
         "method": "generate",
         "comparable": _PARTLY,
+        "decoding": _UNSTATED,
     },
     {
         "model": "Qwen3-8B (base)",
@@ -185,6 +231,7 @@ PUBLISHED: list[dict] = [
         "scoring": _LOGLIK,
         "method": "loglik",
         "comparable": _LOGLIK_COMPARABLE,
+        "decoding": _NO_DECODING,
     },
     {
         "model": "Q3X1 (QLoRA-tuned Qwen3-8B)",
@@ -193,6 +240,7 @@ PUBLISHED: list[dict] = [
         "scoring": _LOGLIK,
         "method": "loglik",
         "comparable": _LOGLIK_COMPARABLE,
+        "decoding": _NO_DECODING,
     },
     {
         "model": "gpt-oss-20b",
@@ -201,6 +249,7 @@ PUBLISHED: list[dict] = [
         "scoring": "not stated with the number",
         "method": None,
         "comparable": "unknown: the source does not say how it was scored",
+        "decoding": _UNSTATED,
     },
     {
         "model": "Reasoning-Medical-20B (fine-tuned gpt-oss-20b)",
@@ -209,6 +258,7 @@ PUBLISHED: list[dict] = [
         "scoring": "not stated with the number",
         "method": None,
         "comparable": "unknown: the source does not say how it was scored",
+        "decoding": _UNSTATED,
     },
 ]
 

@@ -5,7 +5,9 @@
 ``runs/<profile>/eval/<name>``; running it again with the same model and settings costs
 nothing. ``evaluate_loaded`` does the same on a model already loaded, and
 ``evaluate_before_after`` measures the base and the trained model from one loaded model
-(the adapter off, then on). ``baseline_report(profile)`` is notebook 03's baseline, loaded or
+(the adapter off, then on), and ``evaluate_sampled_model`` evaluates one model greedily and
+with k sampled completions per item on the same items (avg@k, maj@k, pass@k beside greedy;
+``sampled_report``). ``baseline_report(profile)`` is notebook 03's baseline, loaded or
 recomputed. ``model_identity`` names the model in every record (a folder by the hash of its
 weights), so a retrained adapter never resumes another model's records.
 
@@ -18,6 +20,7 @@ sets, gold baselines, published numbers), ``reports`` (settings, report, ``compa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from .eval_loop import (  # noqa: F401  (re-exported)
     eval_dir,
     evaluate,
 )
+from .eval_records import read_records
 from .eval_sets import (  # noqa: F401  (re-exported)
     BENCHMARKS,
     PUBLISHED,
@@ -48,9 +52,9 @@ from .reports import (  # noqa: F401  (re-exported)
     compare,
     digest,
     outcome,
-    read_records,
     task_stats,
 )
+from .sampled_report import SampledReport
 from .stats import Z95, ci_half_width, mcnemar_p, wilson_interval  # noqa: F401  (re-exported)
 from .tiny import resolve_model_id
 
@@ -219,6 +223,55 @@ def evaluate_before_after(
     )
     after = evaluate_loaded(loaded, profile, names[1], **common, progress=progress)
     return before, after
+
+
+def sampled_settings(
+    profile: Profile, samples: int, temperature: float | None = None, top_p: float | None = None
+) -> EvalSettings:
+    """The profile's evaluation settings with ``samples`` completions per item at
+    ``temperature`` and ``top_p`` (default: the profile's rollout ones); the system prompt,
+    token budget and seed stay the greedy evaluation's. A ``ValueError`` names a bad value."""
+    settings = EvalSettings.from_profile(profile, samples=samples)
+    changes = {"temperature": temperature, "top_p": top_p}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    return dataclasses.replace(
+        settings, generation=dataclasses.replace(settings.generation, **changes)
+    )
+
+
+def sampled_name(name: str, settings: EvalSettings) -> str:
+    """The sampled evaluation's report name: ``<name>-k<samples>-t<temperature>``."""
+    g = settings.generation
+    return f"{name}-k{g.samples}-t{g.temperature:g}"
+
+
+def evaluate_sampled_model(
+    profile: Profile,
+    name: str,
+    *,
+    samples: int,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    base: str | Path | None = None,
+    adapter: str | Path | None = None,
+    dataset=None,
+    progress: bool = True,
+) -> SampledReport:
+    """Greedy and sampled evaluation of one model on the same items, from ONE load: the
+    greedy report ``name`` (its records reused when they are there), then ``samples``
+    completions per item (``sampled_settings``) saved as ``sampled_name(name, ...)``, with the
+    greedy accuracy beside avg@k, maj@k and pass@k in its report (``SampledReport``)."""
+    greedy_settings = EvalSettings.from_profile(profile)
+    settings = sampled_settings(profile, samples, temperature, top_p)
+    dataset = dataset if dataset is not None else profile_benchmarks(profile)
+    common = {"base": base, "adapter": adapter, "dataset": dataset, "progress": progress}
+    with load_for_items(profile, dataset, settings, base=base, adapter=adapter) as loaded:
+        greedy = evaluate_loaded(loaded, profile, name, settings=greedy_settings, **common)
+        report = evaluate_loaded(
+            loaded, profile, sampled_name(name, settings), settings=settings, **common
+        )
+    report.with_greedy(greedy).save(eval_dir(profile) / f"{report.name}.json")
+    return report
 
 
 def baseline_report(profile: Profile) -> EvalReport:

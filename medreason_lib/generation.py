@@ -73,6 +73,8 @@ def hf_generate_kwargs(settings: GenerationSettings, pad_token_id: int) -> dict:
             top_p=settings.top_p,
             top_k=settings.top_k,
         )
+    if settings.samples > 1:  # k rows per prompt, prompt by prompt (one generate call)
+        kwargs["num_return_sequences"] = settings.samples
     return kwargs
 
 
@@ -109,6 +111,8 @@ class HFGenerator:
     first stop token and decoded (``skip_special_tokens=False`` for the harmony family).
     Sampling is seeded with ``settings.seed`` at each call inside ``torch.random.fork_rng``:
     the same batch gives the same completions, and the caller's random state is untouched.
+    With ``settings.samples = k > 1`` each prompt gets k sampled completions from the same
+    call (``num_return_sequences``), returned as one list of k per prompt.
     """
 
     backend = "hf"
@@ -142,9 +146,10 @@ class HFGenerator:
         )
         return enc.to(self.model.device)
 
-    def __call__(self, prompts: Sequence[Messages]) -> list[Completion]:
-        """Completions of ``prompts``; a batch that runs out of GPU memory is split in two
-        and retried (down to one prompt), so a too-large batch size costs time, not items."""
+    def __call__(self, prompts: Sequence[Messages]) -> list:
+        """Completions of ``prompts`` (``samples > 1``: a list of that many per prompt); a
+        batch that runs out of GPU memory is split in two and retried (down to one prompt), so
+        a too-large batch size costs time, not items."""
         import torch
 
         if not prompts:
@@ -158,7 +163,7 @@ class HFGenerator:
             half = len(prompts) // 2
             return self(prompts[:half]) + self(prompts[half:])
 
-    def _generate(self, prompts: Sequence[Messages]) -> list[Completion]:
+    def _generate(self, prompts: Sequence[Messages]) -> list:
         import torch
 
         enc = self._encode(prompts)
@@ -174,7 +179,10 @@ class HFGenerator:
             ids, truncated = cut_at_stop(row, self.stop_ids)
             text = self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
             completions.append(Completion(text, truncated, len(ids)))
-        return completions
+        k = self.settings.samples
+        if k == 1:
+            return completions
+        return [completions[i : i + k] for i in range(0, len(completions), k)]
 
 
 # --------------------------------------------------------------------------- choosing

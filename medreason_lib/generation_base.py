@@ -28,7 +28,10 @@ class GenerationSettings:
     """How completions are sampled; every backend applies the same values.
 
     ``temperature == 0`` means greedy decoding (the default for evaluation). ``top_k == 0``
-    means no top-k filter. ``seed`` seeds sampling (ignored by greedy decoding).
+    means no top-k filter. ``seed`` seeds sampling (ignored by greedy decoding). ``samples``:
+    completions drawn per prompt (sampled evaluation, ``sampled_report``): one request with
+    vLLM's ``n``, one ``generate`` call with transformers' ``num_return_sequences``; more
+    than one needs a temperature above 0 (greedy decoding would repeat one answer).
     ``chat_template_kwargs`` go to ``apply_chat_template`` (Qwen3 ``enable_thinking``,
     gpt-oss ``reasoning_effort``). The model's own ``generation_config`` defaults (Qwen2.5
     ships temperature 0.7 and repetition_penalty 1.05) are overridden, never inherited.
@@ -40,6 +43,7 @@ class GenerationSettings:
     top_k: int = 0
     seed: int = 0
     chat_template_kwargs: dict = field(default_factory=dict)
+    samples: int = 1
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -48,21 +52,33 @@ class GenerationSettings:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples must be a whole number >= 1, got {self.samples!r}")
+        if self.samples > 1 and self.greedy:
+            raise ValueError(
+                f"samples={self.samples} at temperature 0 would be {self.samples} copies of the "
+                "greedy answer: set a temperature above 0"
+            )
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
 
     @classmethod
-    def from_profile(cls, profile: Profile, *, sample: bool = False) -> GenerationSettings:
+    def from_profile(
+        cls, profile: Profile, *, sample: bool = False, samples: int = 1
+    ) -> GenerationSettings:
         """Greedy decoding up to the profile's ``max_completion_length`` with its chat-template
-        keywords; ``sample=True`` uses the profile's rollout temperature and top_p instead."""
+        keywords; ``sample=True`` (implied by ``samples > 1``) uses the profile's rollout
+        temperature and top_p instead."""
+        sample = sample or samples > 1
         return cls(
             max_new_tokens=profile.max_completion_length,
             temperature=profile.temperature if sample else 0.0,
             top_p=profile.top_p if sample else 1.0,
             seed=profile.seed,
             chat_template_kwargs=dict(profile.chat_template_kwargs),
+            samples=samples,
         )
 
     def to_dict(self) -> dict:

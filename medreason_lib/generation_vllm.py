@@ -33,10 +33,12 @@ def vllm_sampling_kwargs(settings: GenerationSettings, *, skip_special_tokens: b
     """Keyword arguments for ``vllm.SamplingParams`` equivalent to ``hf_generate_kwargs``.
 
     vLLM decodes greedily at temperature 0; ``top_k=-1`` (no filter) is accepted by every
-    vLLM release; ``seed`` makes each request's sampling reproducible on its own.
+    vLLM release; ``seed`` makes each request's sampling reproducible on its own. ``n`` is
+    ``settings.samples``: k samples of a prompt come from one request (vLLM refuses ``n > 1``
+    at temperature 0, as ``GenerationSettings`` does).
     """
     return {
-        "n": 1,
+        "n": settings.samples,
         "temperature": settings.temperature,
         "top_p": settings.top_p if not settings.greedy else 1.0,
         "top_k": settings.top_k if settings.top_k > 0 else -1,
@@ -83,7 +85,9 @@ class VLLMGenerator:
     ``generate_fn`` is ``engine.generate`` (a ``vllm.LLM``) or Unsloth's
     ``model.fast_generate``; prompts are rendered with ``tokenizer``'s chat template first.
     Each output's ``finish_reason == "length"`` marks it truncated. A trailing eos text
-    (vLLM may keep it when special tokens are not skipped) is removed.
+    (vLLM may keep it when special tokens are not skipped) is removed. With
+    ``settings.samples = k > 1`` (``SamplingParams(n=k)``) each prompt's request output holds
+    k completions, returned as one list of k per prompt.
     """
 
     default_batch_size = 64
@@ -117,7 +121,7 @@ class VLLMGenerator:
             self._sampling_params = vllm_sampling_params(**kwargs)
         return self._sampling_params
 
-    def __call__(self, prompts: Sequence[Messages]) -> list[Completion]:
+    def __call__(self, prompts: Sequence[Messages]) -> list:
         if not prompts:
             return []
         texts = render_prompts(self.tokenizer, prompts, self.settings.chat_template_kwargs)
@@ -132,14 +136,23 @@ class VLLMGenerator:
                 )
         kwargs = vllm_generate_kwargs(self.sampling_params(), self.lora_request)
         outputs = self.generate_fn(texts, **kwargs)
+        k = self.settings.samples
+        if k == 1:
+            return [self._clean(out) for out in outputs]
+        grouped = [list(getattr(out, "outputs", None) or []) for out in outputs]
+        if any(len(group) != k for group in grouped):
+            raise ValueError(
+                f"samples={k}: the engine returned {sorted({len(g) for g in grouped})} "
+                "completions per request, not k (SamplingParams(n=k) was not applied)"
+            )
+        return [[self._clean(c) for c in group] for group in grouped]
+
+    def _clean(self, output) -> Completion:
+        c = to_completion(output)
         eos = self.tokenizer.eos_token or ""
-        completions = []
-        for out in outputs:
-            c = to_completion(out)
-            if eos and c.text.endswith(eos):
-                c = Completion(c.text[: -len(eos)], c.truncated, c.n_tokens)
-            completions.append(c)
-        return completions
+        if eos and c.text.endswith(eos):
+            c = Completion(c.text[: -len(eos)], c.truncated, c.n_tokens)
+        return c
 
 
 def fast_generate_lora(model, lora_path: str | Path | None):

@@ -22,12 +22,8 @@ Every rate is over all ``n`` items of its group, failed ones included.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from . import template
 from .answer_stats import (
@@ -36,7 +32,7 @@ from .answer_stats import (
     recall_per_label,
     recall_text,
 )
-from .eval_records import read_records
+from .eval_records import RecordsReport, digest
 from .eval_sets import answer_labels
 from .generation import GenerationSettings
 from .profiles import Profile
@@ -44,11 +40,6 @@ from .stats import COLLAPSE_SHARE, dominant_answer_share, mcnemar_p, wilson_inte
 
 OUTCOMES = ("right", "wrong", "unparsed", "truncated", "failed")
 CONFUSION_TASKS = ("pubmedqa",)  # tasks whose confusion matrix the summary prints
-
-
-def digest(obj) -> str:
-    """A short, stable hash of a JSON-serialisable object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -60,9 +51,13 @@ class EvalSettings:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
     @classmethod
-    def from_profile(cls, profile: Profile, *, sample: bool = False, **changes) -> EvalSettings:
-        """The template system prompt and ``GenerationSettings.from_profile`` (greedy)."""
-        return cls(generation=GenerationSettings.from_profile(profile, sample=sample), **changes)
+    def from_profile(
+        cls, profile: Profile, *, sample: bool = False, samples: int = 1, **changes
+    ) -> EvalSettings:
+        """The template system prompt and ``GenerationSettings.from_profile`` (greedy unless
+        ``sample``; ``samples > 1``: that many sampled completions per item)."""
+        generation = GenerationSettings.from_profile(profile, sample=sample, samples=samples)
+        return cls(generation=generation, **changes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +67,10 @@ class EvalSettings:
         return cls(d["system_prompt"], GenerationSettings(**d["generation"]))
 
     def digest(self) -> str:
-        return digest(self.to_dict())
+        d = self.to_dict()
+        if d["generation"]["samples"] == 1:  # hashed as before the setting: old records resume
+            del d["generation"]["samples"]
+        return digest(d)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -168,46 +166,15 @@ def _pct(x: float | None) -> str:
 
 
 @dataclass
-class EvalReport:
+class EvalReport(RecordsReport):
     """The result of ``evaluate``: ``overall`` and ``by_task`` stats, settings, records."""
 
-    name: str | None
-    settings: EvalSettings
-    backend: str
-    overall: TaskStats
-    by_task: dict[str, TaskStats]
-    items_digest: str  # the evaluated ids (sorted)
-    prompts_digest: str  # every item's exact chat prompt
-    records: list[dict] = field(repr=False)
-    seconds: float | None = None
-    records_path: str | None = None
-    model: str | None = None  # which model was evaluated, when the caller said
-
-    @classmethod
-    def from_records(cls, records: list[dict], settings: EvalSettings, **meta) -> EvalReport:
-        tasks = sorted({r["task"] for r in records})
-        by_task = {t: task_stats([r for r in records if r["task"] == t], t) for t in tasks}
-        return cls(
-            settings=settings,
-            overall=task_stats(records),
-            by_task=by_task,
-            items_digest=digest(sorted(r["id"] for r in records)),
-            prompts_digest=digest(sorted((r["id"], r["prompt_hash"]) for r in records)),
-            records=records,
-            **meta,
-        )
+    _group_stats = staticmethod(task_stats)  # overall and by_task are TaskStats
+    _settings_class = EvalSettings
 
     @property
     def accuracy(self) -> float:
         return self.overall.accuracy
-
-    @property
-    def n(self) -> int:
-        return self.overall.n
-
-    @property
-    def failed(self) -> int:
-        return self.overall.failed
 
     def summary(self) -> str:
         """A table: one row per task and one for all items."""
@@ -240,41 +207,6 @@ class EvalReport:
         return "\n".join(lines)
 
     __str__ = summary
-
-    def to_dict(self, records: bool = False) -> dict:
-        d = asdict(self)
-        if not records:
-            d.pop("records")
-        return d
-
-    def save(self, path: str | Path) -> Path:
-        """Write the report as JSON: the stats, settings and the item ids in order; the
-        records themselves live in the JSONL file of the same name."""
-        path = Path(path)
-        meta = self.to_dict() | {"ids": [r["id"] for r in self.records]}
-        tmp = path.with_name(f".{path.name}.tmp")  # a crash leaves the old report or the new
-        tmp.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> EvalReport:
-        """Read a saved report back, its stats recomputed from its records file."""
-        meta = json.loads(Path(path).read_text())
-        jsonl = Path(path).with_suffix(".jsonl")
-        done = read_records(jsonl)
-        missing = [i for i in meta["ids"] if i not in done]
-        if missing:
-            raise ValueError(f"{jsonl} lacks {len(missing)} of the report's items")
-        return cls.from_records(
-            [done[i] for i in meta["ids"]],
-            EvalSettings.from_dict(meta["settings"]),
-            name=meta["name"],
-            backend=meta["backend"],
-            seconds=meta["seconds"],
-            records_path=str(jsonl),
-            model=meta.get("model"),
-        )
 
 
 # --------------------------------------------------------------------------- compare

@@ -3,12 +3,14 @@
 Several medical reasoning papers sample each item several times and report what the samples
 give; three protocols, three different questions:
 
-- ``avg@k`` (m1, HuatuoGPT-o1 report the mean of several sampled runs): the mean accuracy
-  over k samples per item at a temperature. Its interval must count *items* as the
-  independent units: the k samples of one item are alike, so treating n x k samples as
-  independent would make the interval too narrow. ``avg_at_k`` takes each item's share of
-  right samples and gives the mean with a normal interval on those n shares (a cluster-robust
-  interval, items as clusters), clipped to [0, 1].
+- ``avg@k``: the mean accuracy over k samples per item at a temperature. One sampled run
+  per item is avg@1 (HuatuoGPT-o1's released evaluator samples once at temperature 0.5;
+  ``eval_sets.AUTHORS_DECODING``); avg@k estimates the same quantity with less noise. Its
+  interval must count *items* as the independent units: the k samples of one item are
+  alike, so treating n x k samples as independent would make the interval too narrow.
+  ``avg_at_k`` takes each item's share of right samples and gives the mean with a normal
+  interval on those n shares (a cluster-robust interval, items as clusters), clipped to
+  [0, 1].
 - ``pass@k`` (Chen et al. 2021, https://arxiv.org/abs/2107.03374): the chance that at least
   one of k samples is right, estimated without bias from n >= k samples of which c are right:
   ``1 - C(n - c, k) / C(n, k)``. It is not an accuracy: a model that answers at random among
@@ -111,10 +113,12 @@ def pass_at_k_score(correct: Sequence[Sequence[bool]], k: int) -> SampledScore:
 
 def maj_at_k(answers: Sequence[Sequence[str | None]], golds: Sequence[str]) -> SampledScore:
     """The accuracy of each item's majority answer (``majority_answer``) against its gold, with
-    the Wilson interval of that one-per-item score."""
+    the Wilson interval of that one-per-item score. An item whose samples give no answer is
+    wrong, whatever its gold (None is never right, as in the greedy harness)."""
     if len(answers) != len(golds):
         raise ValueError(f"{len(answers)} items of answers for {len(golds)} golds")
     k = _check([[True] * len(a) for a in answers], None)
-    right = sum(majority_answer(a) == g for a, g in zip(answers, golds, strict=True))
+    majorities = [majority_answer(a) for a in answers]
+    right = sum(m is not None and m == g for m, g in zip(majorities, golds, strict=True))
     n = len(golds)
     return SampledScore("maj@k", k, n, right / n, wilson_interval(right, n))

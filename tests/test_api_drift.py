@@ -88,12 +88,17 @@ def _vllm_member(vllm, name: str) -> str:
     return "vllm/" + module.lstrip(".").replace(".", "/") + ".py"
 
 
+def _generation_settings(profile) -> list[GenerationSettings]:
+    """A profile's generation settings: greedy, sampled, and k samples per prompt."""
+    return [GenerationSettings.from_profile(profile, sample=s, samples=n) for s, n in
+            ((False, 1), (True, 1), (True, 4))]  # fmt: skip
+
+
 def _sampling_kwargs(profile) -> set[str]:
-    """Every keyword ``vllm_sampling_kwargs`` gives for a profile: greedy and sampled, with and
-    without special tokens."""
+    """Every keyword ``vllm_sampling_kwargs`` gives for a profile: greedy, sampled and k
+    samples per prompt, with and without special tokens."""
     keys = set()
-    for sample in (False, True):
-        settings = GenerationSettings.from_profile(profile, sample=sample)
+    for settings in _generation_settings(profile):
         for skip in (False, True):
             keys |= set(vllm_sampling_kwargs(settings, skip_special_tokens=skip))
     return keys
@@ -241,8 +246,7 @@ def test_hf_generate_kwargs_reach_generate_or_generation_config():
     )
     accepted = ad.inspect_parameters(GenerationMixin.generate) | set(vars(GenerationConfig()))
     for profile in ALL:
-        for sample in (False, True):
-            settings = GenerationSettings.from_profile(profile, sample=sample)
+        for settings in _generation_settings(profile):
             ad.assert_keywords_exist(accepted, hf_generate_kwargs(settings, 0), "model.generate")
 
 

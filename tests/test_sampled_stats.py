@@ -69,3 +69,8 @@ def test_maj_at_k_can_beat_greedy_and_reports_a_wilson_interval():
     score = maj_at_k(answers, golds)
     assert score.value == 1.0 and score.n_items == 4 and score.ci95[1] == 1.0
     assert str(score).startswith("maj@3 100.0%")
+
+
+def test_maj_at_k_never_counts_an_unanswered_item_right():
+    """An item whose samples give no answer is wrong even when its gold is unreadable too."""
+    assert maj_at_k([[None, None], ["A", "A"]], [None, "A"]).value == 0.5

@@ -86,6 +86,12 @@ CONTRACTS: dict[str, Contract] = {c.name: c for c in (
         "at max_model_len",
     ),
     Contract(
+        "vllm-greedy-n", "vllm", "vllm/sampling_params.py",
+        'f"n must be 1 when using greedy sampling, got {self.n}."',
+        "SamplingParams refuses n > 1 at temperature 0 (several samples of one request must be "
+        "sampled)",
+    ),
+    Contract(
         "load-lora", "unsloth_zoo", "unsloth_zoo/vllm_utils.py",
         "def load_lora(model, save_directory, load_tensors = False, lora_request_id = None):",
         "fast_generate sees an adapter only as a LoRARequest from model.load_lora(path)",

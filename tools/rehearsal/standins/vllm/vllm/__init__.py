@@ -2,7 +2,8 @@
 import, over an engine that generates with the tiny model on the CPU. It keeps vLLM's
 contracts the course depends on (``tools.rehearsal.contracts``): ``max_model_len`` (a prompt
 at or over it raises; prompt plus output stops at it), LoRA only through a ``LoRARequest``
-up to ``max_lora_rank``, and the GPU memory an engine takes."""
+up to ``max_lora_rank``, ``n > 1`` samples only when sampling (not at temperature 0), and the
+GPU memory an engine takes."""
 
 from .entrypoints.llm import LLM
 from .outputs import CompletionOutput, RequestOutput

@@ -42,5 +42,7 @@ class SamplingParams:
             raise ValueError(f"n must be at least 1, got {self.n}.")
         if self.temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {self.temperature}.")
+        if self.temperature < 1e-5 and self.n > 1:  # contract vllm-greedy-n (vLLM's words)
+            raise ValueError(f"n must be 1 when using greedy sampling, got {self.n}.")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
