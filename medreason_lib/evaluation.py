@@ -25,6 +25,7 @@ import hashlib
 from pathlib import Path
 
 from . import models
+from .errors import UserError
 from .eval_loop import (  # noqa: F401  (re-exported)
     _items,
     _score,
@@ -225,18 +226,27 @@ def evaluate_before_after(
     return before, after
 
 
+class SamplingSettingsError(UserError, ValueError):
+    """Sampled evaluation asked with settings that cannot sample (one line, exit 2)."""
+
+
 def sampled_settings(
     profile: Profile, samples: int, temperature: float | None = None, top_p: float | None = None
 ) -> EvalSettings:
     """The profile's evaluation settings with ``samples`` completions per item at
     ``temperature`` and ``top_p`` (default: the profile's rollout ones); the system prompt,
-    token budget and seed stay the greedy evaluation's. A ``ValueError`` names a bad value."""
-    settings = EvalSettings.from_profile(profile, samples=samples)
-    changes = {"temperature": temperature, "top_p": top_p}
+    token budget and seed stay the greedy evaluation's. ``SamplingSettingsError`` names a bad
+    value (a profile whose rollout temperature is 0 needs ``temperature``)."""
+    settings = EvalSettings.from_profile(profile, sample=True)
+    changes = {"samples": samples, "temperature": temperature, "top_p": top_p}
     changes = {key: value for key, value in changes.items() if value is not None}
-    return dataclasses.replace(
-        settings, generation=dataclasses.replace(settings.generation, **changes)
-    )
+    try:
+        generation = dataclasses.replace(settings.generation, **changes)
+    except ValueError as exc:
+        raise SamplingSettingsError(
+            f"sampled evaluation of profile {profile.name!r}: {exc} (eval --temperature)"
+        ) from None
+    return dataclasses.replace(settings, generation=generation)
 
 
 def sampled_name(name: str, settings: EvalSettings) -> str:

@@ -24,7 +24,7 @@ from conftest import run_cli
 from medreason_lib import evaluation, template
 from medreason_lib.data import load_task
 from medreason_lib.eval_records import read_records
-from medreason_lib.evaluation import EvalSettings, IncomparableReports
+from medreason_lib.evaluation import EvalSettings, IncomparableReports, SamplingSettingsError
 from medreason_lib.generation import GenerationSettings, hf_generate_kwargs, scripted_generator
 from medreason_lib.generation_vllm import VLLMGenerator, vllm_sampling_kwargs
 from medreason_lib.models import load_model
@@ -74,6 +74,11 @@ def test_samples_need_a_temperature_and_one_sample_hashes_as_before():
     assert hf_generate_kwargs(SAMPLED.generation, 0)["num_return_sequences"] == K
     assert "num_return_sequences" not in hf_generate_kwargs(greedy.generation, 0)
     assert vllm_sampling_kwargs(SAMPLED.generation, skip_special_tokens=True)["n"] == K
+    cold = TINY.replace(temperature=0.0)  # a profile that never samples its rollouts
+    with pytest.raises(SamplingSettingsError, match="--temperature"):
+        evaluation.sampled_settings(cold, K)
+    chosen = evaluation.sampled_settings(cold, K, temperature=0.7, top_p=0.9).generation
+    assert (chosen.samples, chosen.temperature, chosen.top_p) == (K, 0.7, 0.9)
 
 
 # --------------------------------------------------------------------------- transformers
