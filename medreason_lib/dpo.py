@@ -43,7 +43,7 @@ from .evaluation import EvalReport, EvalSettings, eval_engine_len, evaluate_load
 from .generation import make_generate, to_completion
 from .profiles import Profile, capped
 from .safety import Verdict, judge, safety_rate
-from .training_config import precision_flags
+from .training_config import machine_flags
 
 # DPO's settings per kind of profile. Tiny: 8 steps at learning rate 1e-3 move the margin on
 # the training pairs from 0 to about 9 and leave the PubMedQA answers as they were (measured on
@@ -89,10 +89,8 @@ def dpo_settings(profile: Profile, output_dir: Path, steps: int, **overrides) ->
         "report_to": [],
         "seed": profile.seed,
         "disable_tqdm": True,
-        **precision_flags(),
+        **machine_flags(profile),
     }
-    if profile.is_tiny:  # as in GRPO and the SFT warm start: no recomputation on a CPU
-        settings["gradient_checkpointing"] = False
     settings.update(overrides)
     return settings
 

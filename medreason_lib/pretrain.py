@@ -369,8 +369,9 @@ def run_cpt(
     before, train_before = _measure(model, tokenizer, corpus, settings, "before")
     trainer_cls, config_cls = cpt_trainer_classes(profile)
     config = config_cls(**cpt_config_kwargs(profile, settings, output_dir / "_trainer"))
-    # tiny: plain TRL has no embedding_learning_rate, so pass Unsloth's two-group optimizer
-    extra = {"optimizers": (optimizer(model, settings), None)} if profile.is_tiny else {}
+    # transformers (tiny, smol): plain TRL has no embedding_learning_rate, so pass Unsloth's
+    # two-group optimizer
+    extra = {} if profile.uses_unsloth else {"optimizers": (optimizer(model, settings), None)}
     trainer = trainer_cls(
         model=model,
         args=config,

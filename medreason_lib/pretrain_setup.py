@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .profiles import Profile, capped
-from .training_config import precision_flags
+from .training_config import machine_flags
 
 EMBEDDING_SUFFIX = "modules_to_save.default.weight"  # peft's full copy of a saved module
 
@@ -102,11 +102,9 @@ def cpt_config_kwargs(profile: Profile, settings: CPTSettings, output_dir: str |
         "dataset_text_field": "text",
         "packing": False,
         "disable_tqdm": True,
-        **precision_flags(),
+        **machine_flags(profile),
     }
-    if profile.is_tiny:  # as the SFT warm start: no recomputation on a 1M-parameter model
-        kwargs["gradient_checkpointing"] = False
-    else:
+    if profile.uses_unsloth:
         kwargs["embedding_learning_rate"] = settings.embedding_learning_rate
     return kwargs
 

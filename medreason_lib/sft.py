@@ -59,7 +59,7 @@ from . import paths
 from .answers import answer_type
 from .profiles import Profile
 from .template import format_completion
-from .training_config import precision_flags
+from .training_config import machine_flags
 
 _ANSWER_SETS = {
     "yes_no_maybe": ["yes", "no", "maybe"],
@@ -150,10 +150,8 @@ def sft_settings(profile: Profile, output_dir: Path, steps: int, **overrides) ->
         "max_length": profile.max_seq_length,
         "completion_only_loss": True,
         "disable_tqdm": True,
-        **precision_flags(),
+        **machine_flags(profile),
     }
-    if profile.is_tiny:  # as in GRPO (training_config.grpo_settings): no recomputation
-        settings["gradient_checkpointing"] = False
     settings.update(overrides)
     return settings
 

@@ -44,6 +44,7 @@ from .callbacks import (
     training_label_shares,
     use_course_progress,
 )
+from .learnability import Unlearnable, UnlearnableStop
 from .models import EvalModel, close_trainer, for_inference, free_memory
 from .profiles import Profile, gpu_memory_gb
 from .rewards import REWARD_FUNCS
@@ -145,9 +146,12 @@ def build_trainer(
     reward_funcs=None,
     base_model: str | None = None,
     sample_every: int = 0,
+    if_unlearnable: str = "stop",
     **config_overrides,
 ):
-    """A ready GRPOTrainer (and its wrapped rewards) for ``profile``; nothing trains yet."""
+    """A ready GRPOTrainer (and its wrapped rewards) for ``profile``; nothing trains yet.
+    ``if_unlearnable``: what ``learnability.UnlearnableStop`` does after a first step that
+    cannot teach anything ("stop" or "warn")."""
     from trl import GRPOTrainer
 
     from .models import load_for_training
@@ -168,6 +172,7 @@ def build_trainer(
             AnswerShares(training_label_shares(dataset), rewards[0]),  # before MetricsCSV
             MetricsCSV(run_dir / "metrics.csv"),
             SamplePrinter(rewards, sample_every),
+            UnlearnableStop(if_unlearnable),  # after AnswerShares, which logs the format rate
         ],
     )
     use_course_progress(trainer, "GRPO")  # one bar, no printed dicts or loss table
@@ -199,6 +204,11 @@ def train(
     without ``resume`` an earlier run there is moved into ``<run>/previous-<time>/``, never
     deleted; ``resume=True`` skips checkpoints cut off by a crash, and a last checkpoint
     already at ``max_steps`` finishes the run (adapter, ``run.json``) without training.
+
+    A first step in which no completion followed the template and no group's rewards
+    differed cannot teach anything (``learnability``): the run stops there and raises
+    ``learnability.Unlearnable``, which points to the warm start; ``if_unlearnable="warn"``
+    (passed on to ``build_trainer``) only warns and records it in ``run.json``.
 
     When it returns, the trainer, its optimizer state and (unless ``keep_model``) the model
     are freed: the GPU holds nothing of this run. ``keep_model=True`` keeps the trained model
@@ -282,6 +292,15 @@ def _train(
     except KeyboardInterrupt:  # the stop button: keep what was trained, end the cell cleanly
         interrupted = True
     train_seconds = time.perf_counter() - began
+    handler = getattr(trainer, "callback_handler", None)  # (a test's stand-in trainer has none)
+    probes = [c for c in getattr(handler, "callbacks", []) if isinstance(c, UnlearnableStop)]
+    probe = probes[0] if probes else UnlearnableStop()
+    if probe.stopped:  # nothing learned: no adapter, no run.json, the memory freed
+        close_trainer(trainer)
+        del trainer
+        free_memory()
+        raise Unlearnable(probe.message)
+    record["unlearnable_warning"] = probe.message
 
     zero = trainer.is_world_process_zero()  # under accelerate, one process writes
     if zero:  # no run.json while the adapter is replaced: a crash then leaves no mixed run

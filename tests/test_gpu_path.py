@@ -76,10 +76,26 @@ def test_a_distributed_launch_judges_the_weakest_card(monkeypatch):
     assert training_config.precision_flags()["bf16"] is True
 
 
+def test_the_cpu_bf16_probe_answers_without_raising():
+    assert training_config.cpu_has_bf16() in (True, False)
+
+
 def test_a_cpu_gets_neither():
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine")
     assert training_config.precision_flags() == {"use_cpu": True, "bf16": False, "fp16": False}
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cpu_trains_a_real_model_in_bf16_where_native_and_never_recomputes(monkeypatch, native):
+    """smol on a CPU: bf16 autocast where the CPU has it (several times faster, measured in
+    benchmarks/bench_cpu_precision.py), float32 for tiny; no gradient checkpointing on a CPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training_config, "cpu_has_bf16", lambda: native)
+    smol = training_config.machine_flags(PROFILES["smol"])
+    assert smol == {"use_cpu": True, "bf16": native, "fp16": False, "gradient_checkpointing": False}
+    assert training_config.machine_flags(PROFILES["tiny"])["bf16"] is False
+    assert training_config.machine_flags(PROFILES["3b"])["gradient_checkpointing"] is False
 
 
 # --------------------------------------------------------------------------- import order

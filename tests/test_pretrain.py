@@ -26,7 +26,7 @@ from tools import api_drift as ad
 REFERENCE = Path(os.environ.get("MEDREASON_REFERENCE_DATA", "/work/shared/reference-data"))
 PUBMEDQA = REFERENCE / "pubmedqa"
 TINY = PROFILES["tiny"]
-GPU_PROFILES = [p for p in PROFILES.values() if not p.is_tiny]
+GPU_PROFILES = [p for p in PROFILES.values() if p.uses_unsloth]
 
 
 def _real(path: Path) -> Path:
@@ -295,7 +295,7 @@ def test_cpt_config_kwargs_reach_sftconfig(profile, tmp_path):
     rest = {k: v for k, v in kwargs.items() if k != "embedding_learning_rate"}
     ad.assert_keywords_exist(SFTConfig, rest, "trl.SFTConfig")
     SFTConfig(**rest)
-    assert ("embedding_learning_rate" in kwargs) is not profile.is_tiny
+    assert ("embedding_learning_rate" in kwargs) is profile.uses_unsloth
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES, ids=[p.name for p in GPU_PROFILES])
