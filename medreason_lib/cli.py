@@ -30,6 +30,7 @@ Heavy modules are imported inside the subcommands, so ``--help`` answers at once
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -60,10 +61,25 @@ def _profile(args) -> Profile:
     unknown ``$MEDREASON_PROFILE`` or a bad cap (``$MEDREASON_MAX_STEPS``) is a usage error."""
     if args.profile:
         os.environ[ENV_VAR] = args.profile
+    elif getattr(args, "run_dir", None):  # a run's own profile, as it recorded it (run.json)
+        recorded = _recorded_profile(Path(args.run_dir).expanduser() / "run.json")
+        if recorded is not None:
+            return recorded
     try:
         return get_profile()
     except ValueError as exc:
         raise UsageError(exc) from None
+
+
+def _recorded_profile(run_json: Path) -> Profile | None:
+    """The profile settings a run recorded in its ``run.json`` (None: none recorded)."""
+    from .profiles import apply_caps, profile_from_settings
+
+    try:
+        settings = json.loads(run_json.read_text()).get("profile_settings")
+    except (OSError, ValueError, AttributeError):
+        return None  # no run there, or not one of ours: the run checks say so later
+    return None if settings is None else apply_caps(profile_from_settings(settings, str(run_json)))
 
 
 def _tuned(args, profile: Profile) -> dict:
@@ -132,10 +148,10 @@ def _plan(args) -> int:
         if not gpu > 0:
             raise UsageError(f"--gpu {args.gpu}: a GPU's memory must be more than 0 GB")
     try:
-        plan = memory.plan(profile.name, args.method, gpu=gpu)
+        plan = memory.plan_for_profile(profile, args.method, gpu=gpu)
     except ValueError as exc:  # an unknown GPU name
         raise UsageError(exc) from None
-    print(plan)
+    print(f"profile {profile.name}: {plan}")
     return 0
 
 

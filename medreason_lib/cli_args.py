@@ -27,8 +27,10 @@ TUNABLES = (
 def _common(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
     parser.add_argument(
         "--profile",
-        choices=list(PROFILES),
-        help=f"run profile (default: ${ENV_VAR}, else the profile this machine fits)",
+        metavar="NAME|FILE",
+        help=f"run profile: {', '.join(PROFILES)}, or a profile file (.toml/.json: settings on a "
+        f"built-in base, medreason_lib.profile_files) (default: ${ENV_VAR}, else the profile "
+        "this machine fits; eval/export --run-dir: the profile the run recorded)",
     )
     if run_dir:
         parser.add_argument(

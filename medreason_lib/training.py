@@ -146,12 +146,15 @@ def build_trainer(
     reward_funcs=None,
     base_model: str | None = None,
     sample_every: int = 0,
-    if_unlearnable: str = "stop",
+    if_unlearnable: str | None = None,
     **config_overrides,
 ):
     """A ready GRPOTrainer (and its wrapped rewards) for ``profile``; nothing trains yet.
     ``if_unlearnable``: what ``learnability.UnlearnableStop`` does after a first step that
-    cannot teach anything ("stop" or "warn")."""
+    cannot teach anything: "stop", "warn", or None: "warn" on the tiny models (random-init,
+    trained for the mechanics, where a step costs a second), "stop" on a real model."""
+    if if_unlearnable is None:
+        if_unlearnable = "warn" if profile.is_tiny else "stop"
     from trl import GRPOTrainer
 
     from .models import load_for_training
@@ -206,9 +209,10 @@ def train(
     already at ``max_steps`` finishes the run (adapter, ``run.json``) without training.
 
     A first step in which no completion followed the template and no group's rewards
-    differed cannot teach anything (``learnability``): the run stops there and raises
-    ``learnability.Unlearnable``, which points to the warm start; ``if_unlearnable="warn"``
-    (passed on to ``build_trainer``) only warns and records it in ``run.json``.
+    differed cannot teach anything (``learnability``): on a real model the run stops there
+    and raises ``learnability.Unlearnable``, which points to the warm start; on the tiny
+    models, or with ``if_unlearnable="warn"`` (passed on to ``build_trainer``), it only warns
+    and records it in ``run.json``.
 
     When it returns, the trainer, its optimizer state and (unless ``keep_model``) the model
     are freed: the GPU holds nothing of this run. ``keep_model=True`` keeps the trained model
