@@ -112,3 +112,27 @@ def unsloth_cpt_load_kwargs(profile: Profile, model_name: str | None = None) -> 
     kwargs = unsloth_load_kwargs(profile.replace(use_vllm=False), model_name)
     kwargs.pop("offload_embedding", None)
     return kwargs
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), where torch's bf16
+    autocast is several times faster than float32; elsewhere it would be emulated (slower)."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def transformers_dtype(profile: Profile) -> str:
+    """The dtype the transformers backend loads a model in: float32 for the tiny models (their
+    recorded results); bf16 for a real model where the machine computes in bf16 natively (a
+    GPU of compute capability 8.0 or newer, or ``cpu_has_bf16``), as SmolLM2's own weights
+    are; float32 elsewhere. A bf16 model needs no autocast, which on a CPU re-casts every
+    weight at every generated token: measured on smol, GRPO steps several times longer."""
+    import torch
+
+    if profile.is_tiny:
+        return "float32"
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.get_device_capability() >= (8, 0) else "float32"
+    return "bfloat16" if cpu_has_bf16() else "float32"

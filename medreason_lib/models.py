@@ -35,6 +35,7 @@ from .model_kwargs import (  # noqa: F401  (re-exported: models.unsloth_load_kwa
     CPT_EMBEDDING_MODULES,
     cpt_lora_config,
     lora_config,
+    transformers_dtype,
     unsloth_cpt_load_kwargs,
     unsloth_cpt_peft_kwargs,
     unsloth_load_kwargs,
@@ -74,14 +75,15 @@ def prepare_runtime(profile: Profile) -> None:
     import unsloth  # noqa: F401  (GPU only: raises NotImplementedError without one)
 
 
-def _load_tiny(model_path: str):
-    """The transformers backend, in float32: the tiny models, smol, or any causal LM."""
+def _load_tiny(model_path: str, dtype: str = "float32"):
+    """The transformers backend: the tiny models (float32), smol, or any causal LM (in
+    ``model_kwargs.transformers_dtype(profile)``, which the callers pass)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype))
     return model, _checked_tokenizer(model, tokenizer, model_path)
 
 
@@ -149,7 +151,7 @@ def load_model(
     if not profile.uses_unsloth:
         name = resolve_model_id(name, seed=profile.seed)
         check_before_loading(name, adapter)
-        model, tokenizer = _load_tiny(name)
+        model, tokenizer = _load_tiny(name, transformers_dtype(profile))
         if adapter is not None:
             from peft import PeftModel
 
@@ -349,7 +351,7 @@ def load_for_training(profile: Profile, *, base: str | Path | None = None):
     if not profile.uses_unsloth:
         name = resolve_model_id(name, seed=profile.seed)
         check_before_loading(name)
-        model, tokenizer = _load_tiny(name)
+        model, tokenizer = _load_tiny(name, transformers_dtype(profile))
         model.train()
         return model, tokenizer, lora_config(profile)
     from unsloth import FastLanguageModel  # GPU only
@@ -368,7 +370,8 @@ def load_adapter_for_training(profile: Profile, *, base: str | Path, adapter: st
     if not profile.uses_unsloth:
         from peft import PeftModel
 
-        model, tokenizer = _load_tiny(resolve_model_id(str(base), seed=profile.seed))
+        path = resolve_model_id(str(base), seed=profile.seed)
+        model, tokenizer = _load_tiny(path, transformers_dtype(profile))
         return PeftModel.from_pretrained(model, str(adapter), is_trainable=True), tokenizer
     from unsloth import FastLanguageModel  # GPU only
 
@@ -400,7 +403,8 @@ def load_for_cpt(profile: Profile, *, base: str | Path | None = None):
     if not profile.uses_unsloth:
         from peft import get_peft_model
 
-        model, tokenizer = _load_tiny(resolve_model_id(name, seed=profile.seed))
+        path = resolve_model_id(name, seed=profile.seed)
+        model, tokenizer = _load_tiny(path, transformers_dtype(profile))
         tied = bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
         model = get_peft_model(model, cpt_lora_config(profile, tied=tied))
     else:

@@ -296,9 +296,7 @@ def _train(
     except KeyboardInterrupt:  # the stop button: keep what was trained, end the cell cleanly
         interrupted = True
     train_seconds = time.perf_counter() - began
-    handler = getattr(trainer, "callback_handler", None)  # (a test's stand-in trainer has none)
-    probes = [c for c in getattr(handler, "callbacks", []) if isinstance(c, UnlearnableStop)]
-    probe = probes[0] if probes else UnlearnableStop()
+    probe = _unlearnable_probe(trainer)
     if probe.stopped:  # nothing learned: no adapter, no run.json, the memory freed
         close_trainer(trainer)
         del trainer
@@ -339,6 +337,14 @@ def _train(
     del model, tokenizer
     free_memory()
     return run
+
+
+def _unlearnable_probe(trainer) -> UnlearnableStop:
+    """The run's ``UnlearnableStop`` (a fresh one for a test's stand-in trainer). A function of
+    its own: its callback handler holds the model, and no name in ``_train`` may keep it."""
+    handler = getattr(trainer, "callback_handler", None)
+    found = [c for c in getattr(handler, "callbacks", []) if isinstance(c, UnlearnableStop)]
+    return found[0] if found else UnlearnableStop()
 
 
 def _write_run_json(run: TrainingRun, record: dict, **more) -> None:

@@ -40,7 +40,7 @@ from datasets import Dataset
 
 from .install import read_gpu
 from .memory import plan_for_profile
-from .model_kwargs import vllm_server_refusal
+from .model_kwargs import cpu_has_bf16, vllm_server_refusal
 from .profiles import TRACKERS, Profile
 from .training_mix import build_training_mix
 
@@ -64,15 +64,6 @@ def machine_flags(profile: Profile) -> dict:
     return flags
 
 
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX), where torch's bf16
-    autocast is several times faster than float32; elsewhere it would be emulated (slower)."""
-    import torch
-
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
-
-
 def precision_flags(profile: Profile | None = None) -> dict:
     """``use_cpu``/``bf16``/``fp16`` for the machine this runs on.
 
@@ -82,7 +73,8 @@ def precision_flags(profile: Profile | None = None) -> dict:
     "Model is in float16 precision but you want to use bfloat16" on bf16=True. Not
     ``torch.cuda.is_bf16_supported()``: it counts emulation and says True on a T4 (7.5).
     On a CPU: float32 for the tiny models (their recorded results), bf16 autocast for a real
-    model where the CPU has bf16 (``cpu_has_bf16``); the weights stay float32 either way."""
+    model where the CPU has bf16 (``cpu_has_bf16``), which ``model_kwargs.transformers_dtype``
+    also loads in bf16 (so autocast has nothing to cast)."""
     import os
 
     import torch

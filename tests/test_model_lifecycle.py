@@ -37,8 +37,8 @@ class Watch:
         self.refs: list[weakref.ref] = []
 
     def loader(self, real):
-        def load(path):
-            model, tokenizer = real(path)
+        def load(path, *args):
+            model, tokenizer = real(path, *args)
             model.load_lora = functools.partial(_unsloth_load_lora, model)
             model.save_lora = functools.partial(_unsloth_load_lora, model)
             self.refs.append(weakref.ref(model))
