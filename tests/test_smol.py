@@ -60,16 +60,18 @@ def test_offline_the_hub_id_resolves_to_the_local_build(monkeypatch):
 def test_smol_trains_two_grpo_steps_from_its_trace_warm_start(tmp_path):
     """The real-model check of issue 23: SmolLM2 loads offline, its warm start (LoRA SFT on the
     bundled reasoning traces, merged) writes the course template, and two GRPO steps run from
-    it on a CPU. Slow (minutes on a 2-core CPU): `make test-slow`."""
+    it on a CPU. Slow (about 70 s of warm start the first time, then about a minute a GRPO
+    step on a busy 2-core CPU): `make test-slow`."""
     import pandas as pd
 
     from medreason_lib.profiles import PROFILES
     from medreason_lib.training import train
 
+    # the profile's own warm start (cached after its first run), two short GRPO steps; a
+    # warm start too short to teach the template would stop the run (learnability.Unlearnable)
     profile = PROFILES["smol"].replace(
-        max_steps=2, sft_warmup_steps=3, train_size=8, max_completion_length=64,
-        per_device_train_batch_size=8,
-    )  # fmt: skip
+        max_steps=2, train_size=8, max_completion_length=96, per_device_train_batch_size=8
+    )
     run = train(profile, run_dir=tmp_path / "grpo", sample_every=0)
     assert run.global_step == 2 and (run.adapter_dir / "adapter_model.safetensors").is_file()
     assert (tmp_path / "grpo" / "sft-warmstart" / "config.json").is_file()  # merged warm start
@@ -84,3 +86,20 @@ def test_the_build_is_trainable_not_a_gguf_quantized_model():
     (the first build kept it: LoRA SFT then raised)."""
     config = json.loads((smol.smol_model_path() / "config.json").read_text())
     assert "quantization_config" not in config
+
+
+@pytest.mark.slow
+def test_untrained_smol_is_stopped_after_one_grpo_step(tmp_path):
+    """The untrained instruct model never writes the template (issue 23: 0 of 32 samples), so
+    GRPO from it cannot learn: the run stops at step 1 and says to warm start first."""
+    from medreason_lib.learnability import Unlearnable
+    from medreason_lib.profiles import PROFILES
+    from medreason_lib.training import train
+
+    profile = PROFILES["smol"].replace(
+        max_steps=3, sft_warmup_steps=0, train_size=8, max_completion_length=96,
+        per_device_train_batch_size=8,
+    )  # fmt: skip
+    with pytest.raises(Unlearnable, match="warm start"):
+        train(profile, run_dir=tmp_path / "grpo", sample_every=0)
+    assert not (tmp_path / "grpo" / "adapter").exists()
