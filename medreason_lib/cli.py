@@ -71,6 +71,17 @@ def _profile(args) -> Profile:
         raise UsageError(exc) from None
 
 
+def _eval_profile(profile: Profile, args) -> Profile:
+    """The profile a generative ``eval`` runs: ``--source`` for its items, ``--max-new-tokens``
+    for its completion budget (the sequence length grown to hold it)."""
+    changes = {"data_source": args.source} if args.source else {}
+    if args.max_new_tokens:
+        longest = profile.max_prompt_length + args.max_new_tokens
+        changes |= {"max_completion_length": args.max_new_tokens}
+        changes |= {"max_seq_length": max(profile.max_seq_length, longest)}
+    return profile.replace(**changes)
+
+
 def _recorded_profile(run_json: Path) -> Profile | None:
     """The profile settings a run recorded in its ``run.json`` (None: none recorded)."""
     from .profiles import apply_caps, profile_from_settings
@@ -247,8 +258,9 @@ def _eval(args) -> int:
     _positive(args.n, "--n")
     if args.full and (args.method != "loglik" or args.n is not None):
         raise UsageError("--full is for --method loglik, without --n")
-    if args.source is not None and args.method != "loglik":
-        raise UsageError("--source is for --method loglik (the generative items: the profile's)")
+    _positive(args.max_new_tokens, "--max-new-tokens")
+    if args.method != "loglik":  # generation: the items' source and the completion budget
+        profile = _eval_profile(profile, args)
     if cli_args.sampling_problem(args):
         raise UsageError(cli_args.sampling_problem(args))
     _start(args)
@@ -261,8 +273,10 @@ def _eval(args) -> int:
         name = args.name or prefetch.model_report_name(args.model)
     else:
         name = args.name or ("baseline" if args.baseline else "trained")
-    if args.n is not None and not args.name:  # never replace a full report with a sample
-        name += f"-n{args.n}"
+    if not args.name:  # never replace a report with one on other items or another budget
+        name += f"-n{args.n}" if args.n is not None else ""
+        name += f"-{paths.safe_name(Path(args.source).name)}" if args.source else ""
+        name += f"-m{args.max_new_tokens}" if args.max_new_tokens else ""
     if args.method == "loglik":
         return _eval_loglik(args, profile, name, base, adapter)
     dataset = None

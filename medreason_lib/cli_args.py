@@ -171,8 +171,13 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--source",
-        help="--method loglik only: where the items come from: bundled, hub or a folder of "
-        "upstream raw files, e.g. shared/reference-data (default: the profile's data_source)",
+        help="where the items come from: bundled, hub or a folder of upstream raw files, e.g. "
+        "shared/reference-data (default: the profile's data_source)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="generation's completion budget (default: the profile's max_completion_length)",
     )
     p.add_argument(
         "--samples",

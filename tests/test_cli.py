@@ -372,3 +372,27 @@ def test_train_takes_any_model_and_the_settings_a_learner_tunes(monkeypatch, tmp
     bad = run_cli("train", "--profile", "tiny", "--learning-rate", "-1")
     assert bad.returncode == 2 and "--learning-rate" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_eval_on_reference_data_with_a_larger_budget(saved_model, tmp_path):
+    """``eval --source FOLDER --max-new-tokens N``: the generative harness on the upstream raw
+    files, with another completion budget, under a report name of its own (issue 23)."""
+    from medreason_lib import paths
+
+    reference = paths.reference_data_dir()
+    if reference is None:
+        pytest.skip("no shared/reference-data beside this checkout")
+    runs = tmp_path / "runs"
+    done = main(runs, "eval", "--profile", "tiny", "--model", str(saved_model), "--n", "2",
+                "--source", str(reference), "--max-new-tokens", "8", "--quiet")  # fmt: skip
+    _assert_ok(done)
+    path = runs / "tiny" / "eval" / f"model-my-tiny-model-n2-{reference.name}-m8.json"
+    report = json.loads(path.read_text())
+    assert report["settings"]["generation"]["max_new_tokens"] == 8
+    bundled = main(runs, "eval", "--profile", "tiny", "--model", str(saved_model), "--n", "2",
+                   "--quiet")  # fmt: skip
+    _assert_ok(bundled)
+    other = json.loads((runs / "tiny" / "eval" / "model-my-tiny-model-n2.json").read_text())
+    assert set(report["ids"]).isdisjoint(other["ids"])  # the reference items, not the bundled
+    bad = main(runs, "eval", "--profile", "tiny", "--baseline", "--max-new-tokens", "0")
+    assert bad.returncode == 2 and "--max-new-tokens must be at least 1" in bad.stderr
