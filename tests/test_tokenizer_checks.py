@@ -39,31 +39,31 @@ def test_the_turn_closer_is_read_from_the_template(tokenizer):
     assert closer in {"<|im_end|>", "<|end|>", "<|return|>"}
 
 
-def test_a_tokenizer_without_a_chat_template_is_refused():
+DROPS_SYSTEM = (
+    "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n"
+    "{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+REFUSES_SYSTEM = (
+    "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (None, "a-model: the tokenizer has no chat template"),
+        (DROPS_SYSTEM, "a-model: its chat template drops the system turn"),
+        (REFUSES_SYSTEM, "a-model: its chat template refuses a system turn"),
+    ],
+    ids=["no template", "drops the system turn", "raises on it"],
+)
+def test_a_template_without_a_system_turn_is_refused_in_one_line(template, message):
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_id("tiny:qwen2"))
-    tokenizer.chat_template = None
-    with pytest.raises(UserError, match="base-model: the tokenizer has no chat template"):
-        check_tokenizer(tokenizer, "base-model")
-
-
-def test_a_template_that_drops_the_system_turn_is_refused():
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_id("tiny:qwen2"))
-    tokenizer.chat_template = (
-        "{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}\n"
-        "{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
-        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-    )
-    with pytest.raises(UserError, match="drops the system turn"):
-        check_tokenizer(tokenizer, "no-system")
-
-
-def test_a_template_that_raises_on_a_system_turn_is_refused():
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_id("tiny:qwen2"))
-    tokenizer.chat_template = (
-        "{% if messages[0].role == 'system' %}{{ raise_exception('no system role') }}{% endif %}"
-    )
-    with pytest.raises(UserError, match="refuses a system turn"):
-        check_tokenizer(tokenizer, "strict")
+    tokenizer.chat_template = template
+    with pytest.raises(UserError, match=message) as caught:
+        check_tokenizer(tokenizer, "a-model")
+    assert "\n" not in str(caught.value)
 
 
 def test_loading_a_folder_with_a_broken_tokenizer_repairs_generation_too(tmp_path):
