@@ -8,6 +8,9 @@
 - ``plot_confusion_matrices``: one task's confusion matrix per report (gold x answered, with
   the ``unparsed`` column), each row coloured by its share and labelled with its recall:
   whether a model ever says "maybe", and to which questions, is read off here.
+- ``plot_pass_at``: a sampled report's pass@j for j = 1..k, per task and overall, beside
+  what a random guesser among the options gets (1 - (1 - 1/options)^j): pass@k rises with k
+  whatever the model knows, so it is not an accuracy.
 
 Each returns the matplotlib ``Figure`` (``plots`` has the single-report charts).
 """
@@ -167,5 +170,30 @@ def plot_scoring_methods(generated: dict, by_loglik: dict, baselines: dict, task
         ax.set_ylabel("accuracy, % (95% Wilson)")
         ax.set_title(f"{label}: generated answer vs log-likelihood", fontsize=9)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_pass_at(report, options: Sequence[int] = (3, 4)):
+    """pass@j for j = 1..k of a ``SampledReport`` (per task, and all items in black), with
+    a random guesser among ``options`` answers as grey dashed and dotted lines."""
+    import matplotlib.pyplot as plt
+
+    ks = list(range(1, report.k + 1))
+    fig, ax = plt.subplots(figsize=(5.2, 3.2))
+    for task in report.by_task:
+        ax.plot(ks, [report.pass_at(j, task).value for j in ks], marker="o", ms=4, label=task)
+    ax.plot(ks, [report.pass_at(j).value for j in ks], color="black", lw=2, marker="s", label="all")
+    names = {3: "yes/no/maybe", 4: "A-D"}
+    for n, style in zip(options, ("--", ":", "-.", "--"), strict=False):
+        guess = [1 - (1 - 1 / n) ** j for j in ks]
+        kind = f" ({names[n]})" if n in names else ""
+        ax.plot(ks, guess, ls=style, color="grey", lw=1.2, label=f"guessing 1 of {n}{kind}")
+    ax.set_xticks(ks)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("j samples per item")
+    ax.set_ylabel("pass@j")
+    ax.set_title(f"pass@j from {report.k} samples per item (Chen et al.'s estimator)", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     return fig

@@ -32,7 +32,14 @@ from pathlib import Path
 from .eval_records import RecordsReport
 from .eval_sets import AUTHORS_DECODING
 from .reports import EvalReport, EvalSettings, IncomparableReports, _pct
-from .sampled_stats import SampledScore, avg_at_k, maj_at_k, majority_answer, pass_at_k_score
+from .sampled_stats import (
+    SampledScore,
+    avg_at_k,
+    maj_at_k,
+    majority_answer,
+    pass_at_k_score,
+    signal_share,
+)
 
 # What a sample keeps of the harness's one-completion record (``eval_loop._score``).
 SAMPLE_FIELDS = ("extracted", "correct", "well_formed", "completion", "truncated", "n_tokens")
@@ -128,6 +135,13 @@ class SampledReport(RecordsReport):
         """pass@k for any k up to the samples drawn (``task``: one task's items only)."""
         rows = [r for r in self.records if task in (None, r["task"])]
         return pass_at_k_score([[s["correct"] for s in r["samples"]] for r in rows], k)
+
+    def signal_share(self, task: str | None = None) -> float:
+        """The share of items with some but not all samples right (``sampled_stats.
+        signal_share``): at G = k, the prompts a GRPO step could learn from through
+        correctness."""
+        rows = [r for r in self.records if task in (None, r["task"])]
+        return signal_share([[s["correct"] for s in r["samples"]] for r in rows])
 
     def with_greedy(self, greedy: EvalReport) -> SampledReport:
         """Put ``greedy``'s accuracy beside the sampled scores. It must be a greedy evaluation

@@ -19,6 +19,12 @@ give; three protocols, three different questions:
   majority answer of k samples, scored once per item. Ties: the tied answer sampled first
   wins; an unparseable sample (None) never wins while any sample has an answer.
 
+- ``signal_share``: the share of items whose k samples are neither all right nor all wrong.
+  A GRPO group of G = k completions of such a prompt has a correctness reward that varies,
+  so it can teach; pass@k counts the all-right items too, which teach nothing (every
+  advantage 0), so pass@G is an upper bound on the share of prompts that can give a learning
+  signal through correctness (TRL logs the rest as ``frac_reward_zero_std``).
+
 These are pure functions of the samples' extracted answers and correctness; the evaluation
 harness supplies them.
 """
@@ -122,3 +128,10 @@ def maj_at_k(answers: Sequence[Sequence[str | None]], golds: Sequence[str]) -> S
     right = sum(m is not None and m == g for m, g in zip(majorities, golds, strict=True))
     n = len(golds)
     return SampledScore("maj@k", k, n, right / n, wilson_interval(right, n))
+
+
+def signal_share(correct: Sequence[Sequence[bool]]) -> float:
+    """The share of items with some but not all of their k samples right: the prompts whose
+    GRPO group of k completions would get a correctness reward that varies."""
+    k = _check(correct, None)
+    return sum(0 < sum(map(bool, row)) < k for row in correct) / len(correct)

@@ -31,7 +31,8 @@ Use them through a profile: ``profile.replace(shaping_rewards={"soft_overlong": 
 names the rewards and their weights; ``training.train`` adds them after the course's rewards
 (``with_shaping_rewards``; the course's own keep weight 1), and an unknown name is a
 ``ValueError`` before any model loads. ``shaping_table`` shows what each does on completions
-of chosen lengths, right or wrong, varied or repetitive, as a DataFrame to plot.
+of chosen lengths, right or wrong, varied or repetitive, as a DataFrame, and
+``plot_shaping_table`` draws it: one panel per reward, its value against the length.
 
 Scale: the course's correctness reward pays 2.0 and each format reward 0.5. The shaping
 rewards pay within [-1, 0] (overlong, repetition) or [-1, 1] (cosine), so at weight 1 a
@@ -55,6 +56,7 @@ __all__ = [
     "check_names",
     "rewards_for_profile",
     "shaping_reward",
+    "plot_shaping_table",
     "shaping_table",
     "with_shaping_rewards",
 ]
@@ -259,3 +261,28 @@ def shaping_table(profile: Profile, tokenizer=None, lengths=None, names=None):
         table[name] = fn(completions, completion_ids=ids, **columns)
     table["shaping_total"] = table[names].sum(axis=1)
     return table
+
+
+def plot_shaping_table(table, max_completion_length: int | None = None):
+    """One panel per shaping reward of ``shaping_table``'s DataFrame: its value against the
+    completion's length in tokens, one line per (right or wrong, varied or repetitive
+    reasoning); ``max_completion_length``, when given, as a dashed line. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    names = [c for c in table.columns if c in SHAPING_REWARDS]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 2.8), squeeze=False)
+    styles = {(True, "varied"): "-", (False, "varied"): "--"}
+    for ax, name in zip(axes[0], names, strict=True):
+        for (correct, style), rows in table.groupby(["correct", "reasoning"]):
+            line = styles.get((correct, style), ":")
+            label = f"{'right' if correct else 'wrong'}, {style}"
+            ax.plot(rows["tokens"], rows[name], ls=line, marker=".", label=label)
+        if max_completion_length:
+            ax.axvline(max_completion_length, color="grey", ls="--", lw=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("completion tokens")
+        ax.set_ylim(-1.05, 1.05)
+    axes[0][0].set_ylabel("reward")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -63,6 +63,8 @@ took there in the course's GPU smoke run (README; 64-token completions). A gener
 adds one decode step per new token, each reading all the weights: about n_new · 2P bytes /
 memory bandwidth (6.4 GB / 320 GB/s ≈ 20 ms a token on a T4). The judge's weights (6.4 GB in
 16-bit) come on top of the policy's memory plan: 6.7 GB for ``3b``, tight on a 15 GB T4.
+``judge_step_estimate(profile, gpu)`` computes these figures for any profile and card (the
+cards' figures from ``speed.GPU_SPEED``), beside ``speed.estimate_step``'s GRPO step.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ __all__ = [
     "JudgeRequest",
     "VerifierReward",
     "classifier_judge",
+    "judge_step_estimate",
     "load_judge",
     "model_judge",
     "open_ended_rewards",
@@ -107,6 +110,11 @@ __all__ = [
 SCORES = {"correct": 1.0, "wrong": 0.1, "bad": 0.0}  # HuatuoGPT-o1's reward policy
 THRESHOLD = 0.4  # p(True) above it is "correct" (get_reward_o1)
 MAX_ANSWER_CHARS = 400
+# The cost model's assumptions (module docstring): HuatuoGPT-o1's 3B verifier, ~150 input
+# tokens (template 70, answer up to 100, reference 20), 30% of the card's 16-bit peak.
+JUDGE_PARAMS = 3.2e9
+JUDGE_INPUT_TOKENS = 150
+JUDGE_MFU = 0.3
 VERDICT = re.compile(r"[\"'“”]?(True|False)[\"'“”]?\s*\.?")
 
 _TO_JUDGE = re.compile(
@@ -293,4 +301,45 @@ def time_judge(judge: Callable, batch: int = 8, calls: int = 3) -> dict:
         "seconds_per_completion": min(seconds) / batch,
         "unparseable": reward.stats["unparseable"],
         "judged": reward.stats["judged"],
+    }
+
+
+def judge_step_estimate(
+    profile,
+    gpu: str,
+    *,
+    params: float = JUDGE_PARAMS,
+    input_tokens: int = JUDGE_INPUT_TOKENS,
+    cache_hits: float = 0.0,
+    new_tokens: int = 0,
+    mfu: float = JUDGE_MFU,
+) -> dict:
+    """An ESTIMATE, not a measurement, of what a judge adds to one GRPO step of ``profile``
+    on ``gpu`` (a ``speed.GPU_SPEED`` key): one forward pass over the step's completions not
+    found in the cache, ``(1 - cache_hits) * B * 2 * params * input_tokens / (peak * mfu)``,
+    plus ``new_tokens`` decode steps for a generative judge (each reads the 16-bit weights:
+    ``2 * params`` bytes / bandwidth). Returns the judge's seconds, ``speed.estimate_step``'s
+    seconds for the step without a judge, the judge's share of the step with it, and the
+    judge's 16-bit weights in GB beside the policy's memory plan and the card's memory."""
+    from .memory import plan_for_profile
+    from .memory_specs import GPUS
+    from .speed import GPU_SPEED, estimate_step
+
+    bandwidth, tflops = GPU_SPEED[gpu]
+    judged = (1 - cache_hits) * profile.per_device_train_batch_size
+    judged *= profile.gradient_accumulation_steps
+    forward = judged * 2 * params * input_tokens / (tflops * 1e12 * mfu)
+    decode = new_tokens * 2 * params / (bandwidth * 1e9)
+    step = estimate_step(profile, gpu).seconds
+    judge = forward + decode
+    return {
+        "profile": profile.name,
+        "gpu": gpu,
+        "completions": judged,
+        "judge_s": judge,
+        "step_s": step,
+        "judge_share": judge / (step + judge),
+        "judge_gb": 2 * params / 1e9,
+        "policy_gb": plan_for_profile(profile, "grpo", gpu=gpu).total_gb,
+        "gpu_gb": GPUS[gpu].memory_gb,
     }

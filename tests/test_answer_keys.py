@@ -135,6 +135,20 @@ def test_04_q3_what_dapo_and_dr_grpo_divide_by():
     assert math.isclose(dr.item(), summed / (2 * 10), rel_tol=1e-6)
 
 
+def test_05_q5_a_random_guesser_has_accuracy_25_percent_and_pass_at_8_about_90():
+    says("05", 5, "25%", "`1 - 0.75**8`, about 90%", "frac_reward_zero_std")
+    from medreason_lib.sampled_stats import avg_at_k, pass_at_k, signal_share
+
+    # c right of 8 guesses ~ Binomial(8, 1/4): the estimator's expectation, exactly
+    probability = [math.comb(8, c) * 0.25**c * 0.75 ** (8 - c) for c in range(9)]
+    expected = sum(p * pass_at_k(8, c, 8) for c, p in enumerate(probability))
+    assert math.isclose(expected, 1 - 0.75**8) and round(expected, 2) == 0.90
+    guesser = [[j == i % 4 for j in range(4)] for i in range(40)]  # one right of 4 a item
+    assert avg_at_k(guesser).value == 0.25
+    # a group teaches through correctness only when it is mixed: never when all right
+    assert signal_share([[True] * 8, [False] * 8, [True] + [False] * 7]) == 1 / 3
+
+
 def test_06_q2_lora_adds_r_times_d_in_plus_d_out():
     says("06", 2, "`r · (d_in + d_out)`")
     import torch

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import run_cli
-from medreason_lib import evaluation, template
+from medreason_lib import eval_plots, evaluation, template
 from medreason_lib.data import load_task
 from medreason_lib.eval_records import read_records
 from medreason_lib.evaluation import EvalSettings, IncomparableReports, SamplingSettingsError
@@ -130,6 +130,11 @@ def test_the_report_is_sampled_stats_of_its_records_and_the_hand_computed_values
     pass_2 = {"yes": 1 - 1 / 6, "no": 1 - 3 / 6, "maybe": 1 - 3 / 6}  # 1 - C(4-c,2)/C(4,2)
     expected = sum(pass_2[g] for g in golds) / len(golds)
     assert report.pass_at(2).value == pytest.approx(expected)
+
+    mixed = sum(0 < sum(row) < K for row in correct) / len(correct)
+    assert report.signal_share() == mixed
+    fig = eval_plots.plot_pass_at(report)  # one line per task, "all", two guessing curves
+    assert len(fig.axes[0].lines) == len(report.by_task) + 1 + 2
 
     calls.clear()  # resuming costs nothing, and the saved report reads back the same
     again = evaluation.evaluate(sampler, items, settings=SAMPLED, profile=TINY, name="s",

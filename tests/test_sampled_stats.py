@@ -12,6 +12,7 @@ from medreason_lib.sampled_stats import (
     majority_answer,
     pass_at_k,
     pass_at_k_score,
+    signal_share,
 )
 
 
@@ -74,3 +75,21 @@ def test_maj_at_k_can_beat_greedy_and_reports_a_wilson_interval():
 def test_maj_at_k_never_counts_an_unanswered_item_right():
     """An item whose samples give no answer is wrong even when its gold is unreadable too."""
     assert maj_at_k([[None, None], ["A", "A"]], [None, "A"]).value == 0.5
+
+
+def test_signal_share_counts_the_items_a_grpo_group_could_learn_from():
+    """Mixed items teach; all-right and all-wrong ones do not, though pass@k counts the
+    all-right ones: pass@k is an upper bound on the share of items with a signal."""
+    rows = [[True, True], [True, False], [False, True], [False, False]]
+    assert signal_share(rows) == 0.5
+    assert pass_at_k_score(rows, 2).value == 0.75 >= signal_share(rows)
+    assert signal_share([[True]] * 3) == 0.0  # one sample: never mixed
+
+
+def test_a_random_guesser_among_four_letters_has_pass_at_8_near_90_percent():
+    """pass@k is unbiased: its expectation over a guesser's right counts c ~ Bin(8, 1/4) is
+    exactly 1 - (3/4)^8 (notebook 05's question)."""
+    expected = sum(
+        math.comb(8, c) * 0.25**c * 0.75 ** (8 - c) * pass_at_k(8, c, 8) for c in range(9)
+    )
+    assert expected == pytest.approx(1 - 0.75**8) and round(expected, 2) == 0.90

@@ -14,6 +14,7 @@ from medreason_lib.profiles import PROFILES
 from medreason_lib.rewards import REWARD_FUNCS
 from medreason_lib.shaping import (
     SHAPING_REWARDS,
+    plot_shaping_table,
     rewards_for_profile,
     shaping_reward,
     shaping_table,
@@ -128,3 +129,6 @@ def test_table_shows_what_each_does_to_length_and_reward():
     assert (varied.repetition == 0).all()
     repeated = table[(table.reasoning == "repetitive") & table.correct].sort_values("tokens")
     assert repeated.repetition.iloc[-1] < -0.7 and repeated.repetition.is_monotonic_decreasing
+    fig = plot_shaping_table(table, TINY.max_completion_length)  # one panel per reward
+    assert [ax.get_title() for ax in fig.axes] == list(SHAPING_REWARDS)
+    assert all(len(ax.get_lines()) == 4 + 1 for ax in fig.axes)  # 4 kinds of row, the cap

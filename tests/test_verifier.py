@@ -20,6 +20,7 @@ from medreason_lib.verifier import (
     HUATUO_TEMPLATE,
     SCORES,
     JudgeRequest,
+    judge_step_estimate,
     load_judge,
     open_ended_rewards,
     parse_verdict,
@@ -237,3 +238,20 @@ def test_grpo_on_open_questions_with_the_verifier(tiny_warm_start, tmp_path):
     }
     weighted = sum(means.values()) + means["verifier_reward"]  # the verifier's weight is 2
     assert metrics["reward"].tolist() == pytest.approx(weighted.tolist(), abs=1e-5)
+
+
+def test_the_judges_cost_per_step_is_the_documented_estimate():
+    """``3b`` on a T4: 8 completions x 2 x 3.2e9 x 150 tokens / (65e12 x 0.3) = 0.39 s; a
+    generative judge's 4 new tokens add 4 x 6.4 GB / 320 GB/s; a cache that holds half the
+    answers halves the forward pass."""
+    three_b = PROFILES["3b"]
+    est = judge_step_estimate(three_b, "T4")
+    assert est["completions"] == 8
+    assert est["judge_s"] == pytest.approx(8 * 2 * 3.2e9 * 150 / (65e12 * 0.3))
+    assert round(est["judge_s"], 2) == 0.39 and est["judge_gb"] == 6.4
+    assert 0 < est["judge_share"] < 0.1 and est["step_s"] > est["judge_s"]
+    decoding = judge_step_estimate(three_b, "T4", new_tokens=4)["judge_s"] - est["judge_s"]
+    assert decoding == pytest.approx(4 * 6.4e9 / 320e9)
+    half = judge_step_estimate(three_b, "T4", cache_hits=0.5)
+    assert half["judge_s"] == pytest.approx(est["judge_s"] / 2)
+    assert judge_step_estimate(three_b, "H100")["judge_s"] < est["judge_s"]
