@@ -235,3 +235,35 @@ def test_every_answer_can_be_read(notebook):
     assert count >= 3
     for number in range(1, count + 1):
         assert question(notebook, number) and answer(notebook, number)
+
+
+def _scripted(answer, dataset):
+    from medreason_lib import generation
+    from medreason_lib.evaluation import EvalSettings, evaluate
+
+    tiny = PROFILES["tiny"]
+    generate = generation.scripted_generator(answer, dataset)
+    settings = EvalSettings.from_profile(tiny)
+    return evaluate(generate, dataset, settings=settings, profile=tiny, progress=False)
+
+
+def test_03_q4_the_scripted_generators_score_what_is_known_in_advance():
+    from medreason_lib.evaluation import load_benchmarks
+
+    says("03", 4, "the gold answers score 100%", "a hedge 0%", 'always "yes" the yes share')
+    bench = load_benchmarks(n=4, seed=0, source="bundled")
+    assert _scripted(lambda row: row["answer"], bench).accuracy == 1.0
+    assert _scripted("yes or no", bench).accuracy == 0.0
+    pubmedqa = _scripted("yes", bench).by_task["pubmedqa"]
+    assert pubmedqa.accuracy == pubmedqa.gold_counts.get("yes", 0) / pubmedqa.n
+
+
+def test_05_q3_one_answer_on_over_90_percent_of_a_task_is_marked_with_a_caveat():
+    from medreason_lib.evaluation import compare, load_benchmarks
+
+    says("05", 3, "more than 90%", "`compare` marks such tasks with `!` and a CAVEAT line")
+    bench = load_benchmarks(n=4, seed=0, source="bundled")
+    gold, always_yes = _scripted(lambda row: row["answer"], bench), _scripted("yes", bench)
+    shown = str(compare(gold, always_yes))
+    assert "! CAVEAT (pubmedqa)" in shown
+    assert "CAVEAT" not in str(compare(gold, gold))  # varied answers: no caveat
