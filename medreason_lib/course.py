@@ -132,7 +132,8 @@ COURSE_MAP: list[dict] = [
         "teaches": "DPO on preference pairs from the GRPO adapter (TRL's DPOTrainer, beta, the "
         "reward margin); a documented caution rule; safety rate and PubMedQA accuracy before "
         "and after",
-        "relates_to": "[Reasoning-Medical-20B](https://huggingface.co/EpistemeAI/Reasoning-Medical-20B) (gpt-oss-20b: SFT, then DPO for safety)",
+        "relates_to": "[Reasoning-Medical-20B](https://huggingface.co/EpistemeAI/"
+        "Reasoning-Medical-20B) (gpt-oss-20b: SFT, then DPO for safety)",
     },
 ]
 

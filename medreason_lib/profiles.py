@@ -240,7 +240,9 @@ PROFILES: dict[str, Profile] = {
             learning_rate=5e-5,
             lr_scheduler_type="constant",
             warmup_steps=0,
-            per_device_train_batch_size=16,  # 4 prompts a step, 4 completions each
+            # 4 prompts a step, 4 completions each: 71.6 s a step on this 2-core CPU in bf16
+            # (benchmarks/smol_collapse.py, 8 steps, 2026-12-06); its 18-step warm start 69 s
+            per_device_train_batch_size=16,
             beta=0.04,  # a KL term: a real model's answers must not drift onto one label
             optim="adamw_torch",
             save_steps=10,
