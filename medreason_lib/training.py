@@ -44,6 +44,7 @@ from .callbacks import (
     training_label_shares,
     use_course_progress,
 )
+from .caps import capped
 from .learnability import Unlearnable, UnlearnableStop
 from .models import EvalModel, close_trainer, for_inference, free_memory
 from .profiles import Profile, gpu_memory_gb
@@ -152,9 +153,9 @@ def build_trainer(
     """A ready GRPOTrainer (and its wrapped rewards) for ``profile``; nothing trains yet.
     ``if_unlearnable``: what ``learnability.UnlearnableStop`` does after a first step that
     cannot teach anything: "stop", "warn", or None: "warn" on the tiny models (random-init,
-    trained for the mechanics, where a step costs a second), "stop" on a real model."""
-    if if_unlearnable is None:
-        if_unlearnable = "warn" if profile.is_tiny else "stop"
+    trained for the mechanics, where a step costs a second) and under a completion-length cap
+    (``$MEDREASON_MAX_NEW_TOKENS``: cut completions say nothing of the model), else "stop"."""
+    if_unlearnable = if_unlearnable or unlearnable_action(profile)
     from trl import GRPOTrainer
 
     from .models import load_for_training
@@ -337,6 +338,13 @@ def _train(
     del model, tokenizer
     free_memory()
     return run
+
+
+def unlearnable_action(profile: Profile) -> str:
+    """What a first step that cannot teach does by default (``learnability``): "warn" on the
+    tiny models and where ``$MEDREASON_MAX_NEW_TOKENS`` cuts completions, else "stop"."""
+    cut = capped(1 << 30, "MEDREASON_MAX_NEW_TOKENS") <= profile.max_completion_length
+    return "warn" if profile.is_tiny or cut else "stop"
 
 
 def _unlearnable_probe(trainer) -> UnlearnableStop:

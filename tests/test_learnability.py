@@ -64,3 +64,16 @@ def test_the_message_points_to_the_warm_start():
     assert "format rate 0%" in message and "notebook 10" in message
     with pytest.raises(ValueError, match="if_unlearnable='never'"):
         UnlearnableStop("never")
+
+
+def test_under_a_completion_cap_a_real_model_only_warns(monkeypatch):
+    """The rehearsal and short workshops cap completions ($MEDREASON_MAX_NEW_TOKENS): one cut
+    before its template closes says nothing of the model, so the run is not stopped."""
+    smol = PROFILES["smol"]
+    monkeypatch.delenv("MEDREASON_MAX_NEW_TOKENS", raising=False)
+    assert training.unlearnable_action(smol) == "stop"
+    assert training.unlearnable_action(PROFILES["tiny"]) == "warn"
+    monkeypatch.setenv("MEDREASON_MAX_NEW_TOKENS", "64")
+    assert training.unlearnable_action(smol.replace(max_completion_length=64)) == "warn"
+    monkeypatch.setenv("MEDREASON_MAX_NEW_TOKENS", "4096")  # above the profile's: nothing cut
+    assert training.unlearnable_action(smol) == "stop"
