@@ -4,14 +4,17 @@ Prints figures and draws ``runs/smol-study/collapse.png``.
 Both runs start from the same warm start (the smol profile's LoRA SFT on the bundled
 reasoning traces, cached) and train on the same label-balanced mix for ``STEPS`` steps:
 
-- ``collapse-prone``: no KL term (beta 0), a learning rate 4x the profile's (2e-4), and 2
-  prompts a step (8 completions): each step's update follows a handful of answers;
-- ``course``: the smol profile as it is (beta 0.04, learning rate 5e-5, 4 prompts a step).
+- ``collapse-prone``: no KL term (beta 0), a learning rate 4x the profile's, and 2 prompts a
+  step (8 completions): each step's update follows a handful of answers;
+- ``course``: the smol profile as it is (its beta, learning rate and 4 prompts a step).
 
-For each run it prints the format rate, the PubMedQA answer shares (from ``metrics.csv``:
-``callbacks.AnswerShares``) over the first and last quarter of the steps, the largest
-share any one PubMedQA answer reached, the step the collapse alarm went off (if it did), and
-seconds a step. One run of each, on a shared 2-core CPU: a single seed, not a distribution.
+For each run it prints the format rate and the PubMedQA answer shares of the training
+completions (``metrics.csv``: ``callbacks.AnswerShares``) over the first and last quarter of
+the steps, the step the collapse alarm went off (if it did), seconds a step, and then what
+matters more: the trained adapter's greedy answers on the profile's PubMedQA test items
+(``eval_sets.profile_benchmarks``: 20 real items where ``shared/reference-data`` is here),
+their largest answer share and accuracy. One run of each, on a 2-core CPU: a single seed,
+not a distribution.
 
 Run: ``.venv/bin/python benchmarks/smol_collapse.py [STEPS]``
 """
@@ -25,12 +28,18 @@ from pathlib import Path
 import pandas as pd
 
 from medreason_lib import paths
+from medreason_lib.eval_sets import profile_benchmarks
+from medreason_lib.evaluation import evaluate_model
 from medreason_lib.profiles import PROFILES
 from medreason_lib.training import train
 
 SMOL = PROFILES["smol"]
 RUNS = {
-    "collapse-prone": {"beta": 0.0, "learning_rate": 2e-4, "per_device_train_batch_size": 8},
+    "collapse-prone": {
+        "beta": 0.0,
+        "learning_rate": 4 * SMOL.learning_rate,
+        "per_device_train_batch_size": 8,
+    },
     "course": {},
 }
 LABELS = ("yes", "no", "maybe")
@@ -52,6 +61,22 @@ def summarise(name: str, metrics: pd.DataFrame, seconds: float) -> dict:
         "reward first": first["reward"].mean(),
         "reward last": last["reward"].mean(),
         "s/step": seconds / len(metrics),
+    }
+
+
+def greedy_pubmedqa(profile, name: str, run) -> dict:
+    """The trained adapter's greedy answers on the profile's PubMedQA test items."""
+    items = profile_benchmarks(profile).filter(lambda row: row["task"] == "pubmedqa")
+    report = evaluate_model(
+        profile, f"collapse-{name}", base=run.base_model, adapter=run.adapter_dir,
+        dataset=items, progress=False,
+    )  # fmt: skip
+    stats = report.by_task["pubmedqa"]
+    print(f"{name}: greedy PubMedQA answers {stats.answer_counts} on {stats.n} items")
+    return {
+        "greedy top answer": f"{stats.dominant_answer} {stats.dominant_share:.0%}",
+        "greedy accuracy": stats.accuracy,
+        "greedy format": stats.format_rate,
     }
 
 
@@ -88,6 +113,7 @@ def main(steps: int = 20) -> None:
         metrics = pd.read_csv(run.metrics_csv)
         results[name] = metrics
         rows.append(summarise(name, metrics, time.perf_counter() - began))
+        rows[-1] |= greedy_pubmedqa(profile, name, run)
     print(pd.DataFrame(rows).round(3).to_string(index=False))
     plot(results, folder / "collapse.png")
 

@@ -74,7 +74,7 @@ def _profile(args) -> Profile:
 def _eval_profile(profile: Profile, args) -> Profile:
     """The profile a generative ``eval`` runs: ``--source`` for its items, ``--max-new-tokens``
     for its completion budget (the sequence length grown to hold it)."""
-    changes = {"data_source": args.source} if args.source else {}
+    changes = {"data_source": args.source, "eval_source": ""} if args.source else {}
     if args.max_new_tokens:
         longest = profile.max_prompt_length + args.max_new_tokens
         changes |= {"max_completion_length": args.max_new_tokens}
@@ -282,7 +282,7 @@ def _eval(args) -> int:
     dataset = None
     if args.n is not None:
         dataset = evaluation.load_benchmarks(
-            n=args.n, seed=profile.seed, source=profile.data_source
+            n=args.n, seed=profile.seed, source=evaluation.evaluation_source(profile)
         )
     common = {"base": base, "adapter": adapter, "dataset": dataset, "progress": not args.quiet}
     if args.samples is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from . import answers, data
+from . import answers, data, paths
 from .profiles import Profile
 
 # The official evaluation sets (``data.load_task(name, "test")``) and their sizes.
@@ -79,11 +79,37 @@ def load_benchmarks(names=None, n: int | None = None, seed: int = 0, source=None
     return concatenate_datasets([dataset for dataset, _, _ in loaded.values()])
 
 
+_SOURCE_SHOWN: set[tuple[str, str]] = set()
+
+
+def evaluation_source(profile: Profile):
+    """Where ``profile``'s evaluation items come from: its ``eval_source``, else its
+    ``data_source``. ``eval_source="reference"`` is the shared folder of real test sets
+    (``paths.reference_data_dir``) where this machine has it, else ``data_source``; which
+    one is said once per process."""
+    if not profile.eval_source:
+        return profile.data_source
+    if profile.eval_source != "reference":
+        return profile.eval_source
+    folder = paths.reference_data_dir()
+    source = str(folder) if folder else profile.data_source
+    if (profile.name, source) not in _SOURCE_SHOWN:
+        _SOURCE_SHOWN.add((profile.name, source))
+        print(
+            f"profile {profile.name!r} evaluates on the real test sets in {folder}"
+            if folder
+            else f"profile {profile.name!r}: no shared/reference-data here "
+            f"(MEDREASON_REFERENCE_DATA), so it evaluates on data_source {source!r}"
+        )
+    return source
+
+
 def profile_benchmarks(profile: Profile):
     """The items every course evaluation on ``profile`` uses: ``eval_size`` per benchmark,
-    drawn with ``profile.seed`` from ``profile.data_source``. Before and after training are
-    measured on exactly these."""
-    return load_benchmarks(n=profile.eval_size, seed=profile.seed, source=profile.data_source)
+    drawn with ``profile.seed`` from ``evaluation_source(profile)``. Before and after
+    training are measured on exactly these."""
+    source = evaluation_source(profile)
+    return load_benchmarks(n=profile.eval_size, seed=profile.seed, source=source)
 
 
 def answer_labels(task: str) -> tuple[str, ...] | None:

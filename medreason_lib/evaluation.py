@@ -37,6 +37,7 @@ from .eval_records import read_records
 from .eval_sets import (  # noqa: F401  (re-exported)
     BENCHMARKS,
     PUBLISHED,
+    evaluation_source,
     gold_baselines,
     load_benchmark,
     load_benchmarks,

@@ -54,8 +54,10 @@ def retrain(profile: Profile, name: str, *, steps: int = 10, main_run_dir=None, 
     """A ``steps``-step GRPO run of ``profile`` in ``exercise_dir(profile, name)``, starting
     from the main run's SFT warm start; ``overrides`` go to ``training.train`` (e.g.
     ``reward_weights=[...]``, ``loss_type="dr_grpo"``). Prints its wall time; returns the
-    ``TrainingRun``. Its wall time goes to the course report (``course.record``). The
-    environment's caps (``profiles.apply_caps``: ``MEDREASON_MAX_STEPS``) still apply."""
+    ``TrainingRun``. Its wall time goes to the course report (``course.record``). A profile
+    whose steps are slow caps a side run (``Profile.side_run``: smol trains 1 step of 2
+    prompts, and says so); the environment's caps (``profiles.apply_caps``:
+    ``MEDREASON_MAX_STEPS``) still apply."""
     from . import training
 
     if steps < 1:
@@ -66,10 +68,14 @@ def retrain(profile: Profile, name: str, *, steps: int = 10, main_run_dir=None, 
     if profile.sft_warmup_steps and warm.is_dir() and not (run_dir / "sft-warmstart").exists():
         run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(warm, run_dir / "sft-warmstart")
+    side = profile.side_run(steps)
+    batch, asked = side.per_device_train_batch_size, profile.per_device_train_batch_size
+    if side.max_steps < steps or batch < asked:
+        print(f"exercise run {name!r}: {side.max_steps} step(s) of {batch} completions instead "
+              f"of {steps} of {asked} (profile {profile.name!r}: side_run_steps, "
+              "side_run_batch): its curves show the mechanics, not a comparison")  # fmt: skip
     began = time.perf_counter()
-    run = training.train(
-        apply_caps(profile.replace(max_steps=steps)), run_dir=run_dir, sample_every=0, **overrides
-    )
+    run = training.train(apply_caps(side), run_dir=run_dir, sample_every=0, **overrides)
     seconds = time.perf_counter() - began
     print(f"exercise run {name!r}: {run.global_step} GRPO steps in {seconds:.0f} s (wall)")
     record(f"exercise_{name.replace('-', '_')}_seconds", round(seconds, 1), profile)

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 # Unsloth (2026.10.9), which asks for "merged_4bit_forced" (tests/test_api_drift.py).
 MERGE_METHODS = ("merged_16bit", "merged_4bit_forced", "lora")
 STAMP = "medreason_export.json"
+# the transformers backend (tiny, smol) loads, merges and verifies in float32, whatever it
+# trains in: merged into bf16 weights, a LoRA delta is rounded (smol: logits off by up to 1.4)
+MERGE_DTYPE = "float32"
 
 
 # A fixed question, written for this course in PubMedQA's shape: the model card's example,
@@ -165,15 +168,18 @@ def load_trained(profile: Profile, run: TrainingRun):
     """The run's base model with its adapter, for export: a ``models.EvalModel`` to use in a
     ``with`` block (it frees the model at the end).
 
-    Tiny: ``models.load_model`` with peft. GPU: Unsloth loads the adapter folder itself (it
-    reads the base from ``adapter_config.json``) without vLLM, which attaches Unsloth's saving
-    methods (``save_pretrained_merged``, ``save_pretrained_gguf``) to the LoRA model. (A plain
-    peft wrapper would forward those calls to the base model and save it *without* the LoRA.)
+    Transformers backend (tiny, smol): ``models.load_model`` with peft, in ``MERGE_DTYPE``.
+    GPU: Unsloth loads the adapter folder itself (it reads the base from
+    ``adapter_config.json``) without vLLM, which attaches Unsloth's saving methods
+    (``save_pretrained_merged``, ``save_pretrained_gguf``) to the LoRA model. (A plain peft
+    wrapper would forward those calls to the base model and save it *without* the LoRA.)
     """
     from . import models
 
-    if not profile.uses_unsloth:
-        return models.load_model(profile, base=run.base_model, adapter=run.adapter_dir)
+    if not profile.uses_unsloth:  # float32: a LoRA delta merged into bf16 weights is rounded
+        return models.load_model(
+            profile, base=run.base_model, adapter=run.adapter_dir, dtype=MERGE_DTYPE
+        )
     return models.load_model(profile.replace(use_vllm=False), base=run.adapter_dir)
 
 
@@ -181,8 +187,9 @@ def _load_folder(profile: Profile, folder: str | Path):
     """A saved model folder (a merge), loaded as the profile loads models (GPU: no vLLM)."""
     from . import models
 
-    loading = profile if not profile.uses_unsloth else profile.replace(use_vllm=False)
-    return models.load_model(loading, base=folder)
+    if not profile.uses_unsloth:
+        return models.load_model(profile, base=folder, dtype=MERGE_DTYPE)
+    return models.load_model(profile.replace(use_vllm=False), base=folder)
 
 
 # --------------------------------------------------------------------------- save and merge

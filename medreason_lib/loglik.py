@@ -34,7 +34,7 @@ from pathlib import Path
 
 from . import models
 from .eval_loop import eval_dir
-from .evaluation import model_identity
+from .evaluation import evaluation_source, model_identity
 from .profiles import Profile
 from .progress import progress_bar
 from .stats import wilson_interval
@@ -264,8 +264,9 @@ def _task_stats(records: list[dict]) -> dict:
 
 
 def default_batch_size(profile: Profile) -> int | str:
-    """8 on a CPU (tiny profiles); lm-eval's automatic batch size on a GPU."""
-    return 8 if profile.is_tiny else "auto"
+    """8 on a CPU profile (tiny, smol); lm-eval's automatic batch size on a GPU profile
+    (on a CPU its search starts at large batches of long PubMedQA contexts: minutes)."""
+    return "auto" if profile.uses_unsloth else 8
 
 
 def score_loaded(
@@ -297,7 +298,7 @@ def score_loaded(
     names = _check_benchmarks(benchmarks)
     if limit is not None and limit < 1:
         raise LoglikError(f"log-likelihood evaluation: limit must be >= 1, got {limit}")
-    source = profile.data_source if source is None else source
+    source = evaluation_source(profile) if source is None else source
     seed = profile.seed if seed is None else seed
     manager = task_manager(source, n, seed)
     batch_size = batch_size or default_batch_size(profile)

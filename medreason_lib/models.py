@@ -140,10 +140,15 @@ class EvalModel:
 
 
 def load_model(
-    profile: Profile, *, base: str | Path | None = None, adapter: str | Path | None = None
+    profile: Profile,
+    *,
+    base: str | Path | None = None,
+    adapter: str | Path | None = None,
+    dtype: str | None = None,
 ) -> EvalModel:
     """A model and tokenizer for generation: the profile's model (or ``base``), with a
-    trained LoRA ``adapter`` applied when one is given (through peft).
+    trained LoRA ``adapter`` applied when one is given (through peft). ``dtype`` (transformers
+    backend only) overrides ``transformers_dtype(profile)``: export merges in float32.
 
     Returns an ``EvalModel`` (left padding, eval mode) to use in a ``with`` block.
     """
@@ -151,7 +156,7 @@ def load_model(
     if not profile.uses_unsloth:
         name = resolve_model_id(name, seed=profile.seed)
         check_before_loading(name, adapter)
-        model, tokenizer = _load_tiny(name, transformers_dtype(profile))
+        model, tokenizer = _load_tiny(name, dtype or transformers_dtype(profile))
         if adapter is not None:
             from peft import PeftModel
 

@@ -33,12 +33,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 
 from .caps import CAPS, DATA_SOURCE_VAR, apply_caps, capped  # noqa: F401  (re-exported)
 from .errors import UserError
+from .machine import gpu_memory_gb, profile_for_gpu  # noqa: F401  (re-exported)
 from .profile_files import check_settings, is_profile_file, read_profile_file
 from .profile_variants import LOSS_VARIANTS, SFT_SETTINGS  # noqa: F401  (re-exported)
 
@@ -122,6 +121,15 @@ class Profile:
     # TRL's shaping rewards added after the course's, by name -> weight ({} = none):
     # "soft_overlong", "cosine_length", "repetition" (medreason_lib.shaping says what each does)
     shaping_rewards: dict = field(default_factory=dict)
+    # where evaluation items come from: "" = data_source; "reference" = the shared folder of
+    # real test sets (paths.reference_data_dir) where this machine has it, else data_source
+    eval_source: str = ""
+    # a notebook's side runs (exercise comparisons, loss variants, the resume and own-data
+    # demos): at most this many GRPO steps (0: the notebook's own count) and at most this
+    # many completions a step (0: the profile's batch). For a profile whose step costs a
+    # minute, where a notebook's 8 side runs would take an hour
+    side_run_steps: int = 0
+    side_run_batch: int = 0
 
     # how the model is loaded and trained, apart from which model it is: "unsloth" (4-bit
     # LoRA through Unsloth, GPU only), "transformers" (transformers + peft, CPU or GPU), or
@@ -147,6 +155,22 @@ class Profile:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def side_steps(self, steps: int) -> int:
+        """A side run's GRPO steps: ``steps``, at most ``side_run_steps`` where it is set."""
+        if steps < 1:
+            raise ValueError(f"a side run needs at least 1 step, got {steps}")
+        return min(steps, self.side_run_steps) if self.side_run_steps else steps
+
+    def side_run(self, steps: int) -> Profile:
+        """This profile for a notebook's side run of ``steps`` steps (``side_steps``), its
+        batch cut to ``side_run_batch`` completions a step where that is set and smaller
+        (rounded down to whole groups of ``num_generations``, one group at least)."""
+        changes: dict = {"max_steps": self.side_steps(steps)}
+        if self.side_run_batch and self.per_device_train_batch_size > self.side_run_batch:
+            groups = max(1, self.side_run_batch // self.num_generations)
+            changes["per_device_train_batch_size"] = groups * self.num_generations
+        return self.replace(**changes)
 
     def with_loss_variant(self, name: str) -> Profile:
         """This profile with one of ``LOSS_VARIANTS``' GRPO objectives (every field the
@@ -236,20 +260,28 @@ PROFILES: dict[str, Profile] = {
             train_splits={},
             train_size=64,
             eval_size=20,
-            max_steps=30,
-            learning_rate=5e-5,
+            max_steps=15,
+            learning_rate=1e-4,
             lr_scheduler_type="constant",
             warmup_steps=0,
             # 4 prompts a step, 4 completions each: 71.6 s a step on this 2-core CPU in bf16
             # (benchmarks/smol_collapse.py, 8 steps, 2026-12-06); its 18-step warm start 69 s
             per_device_train_batch_size=16,
             beta=0.04,  # a KL term: a real model's answers must not drift onto one label
+            # PubMedQA labels in equal thirds, not the source's 54% yes: with those, 15 steps
+            # took the greedy answers from 85% "yes" (warm start) to 95% (2026-12-06)
+            label_targets={"pubmedqa": {"yes": 1 / 3, "no": 1 / 3, "maybe": 1 / 3}},
             optim="adamw_torch",
             save_steps=10,
+            # 100 real test items (20 a benchmark) where shared/reference-data is here
+            eval_source="reference",
+            # a side run (an exercise's comparison, a loss variant): 1 step of 2 prompts
+            side_run_steps=1,
+            side_run_batch=8,
             # the warm start: LoRA SFT on the bundled reasoning traces, written in the course
             # template (sft_traces): 18 steps of 8 = three passes over the 45 traces. The
             # untrained model never writes the template, and GRPO on 0% format learns nothing
-            sft_warmup_steps=18,
+            sft_warmup_steps=30,
             seed=0,
         ),
         Profile(
@@ -331,36 +363,6 @@ PROFILES: dict[str, Profile] = {
 TRACKERS = {"trackio": "trackio", "wandb": "wandb"}
 
 CPU_STAND_IN = {"3b": "tiny", "8b": "tiny-qwen3", "20b": "tiny-gptoss"}
-
-
-def gpu_memory_gb() -> float | None:
-    """Memory of the first NVIDIA GPU in GB, or None when there is none.
-
-    Asks ``nvidia-smi`` rather than torch so that choosing a profile never initialises CUDA.
-    """
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout
-        return float(out.strip().splitlines()[0]) / 1024
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-
-
-def profile_for_gpu(gpu_gb: float | None) -> str:
-    """The default profile for a machine: no GPU -> tiny; under 40 GB -> 3b; else 8b.
-
-    ``20b`` is never picked automatically: it is a lesson of its own (notebook 07).
-    """
-    if gpu_gb is None:
-        return "tiny"
-    return "3b" if gpu_gb < 40 else "8b"
 
 
 _SHOWN: set = set()

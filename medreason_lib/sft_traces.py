@@ -163,6 +163,9 @@ class TraceSFT:
         return fig
 
 
+_NOT_LEARNED = ("output_dir", "report_to", "project")
+
+
 def _stamp(profile: Profile, rows: Dataset, settings: dict) -> dict:
     from .tiny import resolve_model_id
 
@@ -172,7 +175,9 @@ def _stamp(profile: Profile, rows: Dataset, settings: dict) -> dict:
         "base_path": resolve_model_id(profile.model_id, seed=profile.seed),
         "lora": [profile.lora_rank, profile.lora_alpha] if not profile.is_tiny else None,
         "rows_sha256": digest,
-        "settings": {k: str(v) for k, v in settings.items() if k != "output_dir"},
+        # where the run writes and reports is not what it learns: a profile file named
+        # otherwise (its tracker project differs) reuses the same SFT
+        "settings": {k: str(v) for k, v in settings.items() if k not in _NOT_LEARNED},
     }
 
 
@@ -277,10 +282,11 @@ def _result(folder: Path, info: dict) -> TraceSFT:
 
 
 def stage_items(profile: Profile, n: int | None = None) -> Dataset:
-    """The items all three stages are evaluated on: ``n`` per benchmark (default: 6 on
-    tiny, to keep the notebook short; ``profile.eval_size`` elsewhere), seeded with the
-    profile's seed, from its data source."""
-    from .evaluation import load_benchmarks
+    """The items all three stages are evaluated on: ``n`` per benchmark (default: 6 on a
+    CPU profile, tiny or smol, to keep the notebook short; ``profile.eval_size`` on a GPU
+    profile), seeded with the
+    profile's seed, from its evaluation source (``eval_sets.evaluation_source``)."""
+    from .evaluation import evaluation_source, load_benchmarks
 
-    n = n or (6 if profile.is_tiny else profile.eval_size)
-    return load_benchmarks(n=n, seed=profile.seed, source=profile.data_source)
+    n = n or (profile.eval_size if profile.uses_unsloth else 6)
+    return load_benchmarks(n=n, seed=profile.seed, source=evaluation_source(profile))

@@ -112,7 +112,8 @@ def session_profile(
         gpu_name = found.name if found else None
     gpu = gpu_key(gpu_name)
     if gpu is None:
-        print(f"no speed figures for GPU {gpu_name!r}: training {profile.max_steps} steps")
+        card = f"GPU {gpu_name!r}" if gpu_name else "this machine (no GPU)"
+        print(f"no speed figures for {card}: training all {profile.max_steps} steps")
         return profile
     step = estimate_step(profile, gpu)
     whole = step.minutes(profile.max_steps)

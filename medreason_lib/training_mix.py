@@ -30,6 +30,7 @@ from datasets import Dataset, concatenate_datasets
 
 from . import data, label_balance
 from .decontaminate import Contamination, decontaminate_against
+from .eval_sets import evaluation_source
 from .label_balance import TaskBalance, label_shares, task_labels
 from .profiles import Profile
 from .progress import say_once
@@ -224,14 +225,16 @@ def build_training_mix(
 
 
 def evaluation_sets(profile: Profile) -> dict[str, Dataset]:
-    """Every evaluation set the course reports, from the profile's data source and from the
-    bundled samples (the notebooks' items on ``tiny``): name -> rows."""
-    sources = dict.fromkeys([profile.data_source, "bundled"])
+    """Every evaluation set the course reports, from the profile's data source, its
+    evaluation source (``eval_sets.evaluation_source``) and the bundled samples (the
+    notebooks' items on ``tiny``): name -> rows."""
+    sources = dict.fromkeys([profile.data_source, evaluation_source(profile), "bundled"])
     sets = {}
     for source in sources:
         for task, split in EVAL_SPLITS.items():
             label = "validation" if task == "medmcqa" else split
-            name = f"{task} {label}" + ("" if source == profile.data_source else " (bundled)")
+            where = {profile.data_source: "", "bundled": " (bundled)"}.get(source, f" ({source})")
+            name = f"{task} {label}{where}"
             sets[name] = data.load_task(task, split, source=source, verbose=False)
     return sets
 

@@ -328,3 +328,21 @@ def test_gpu_sft_trains_q3x1_qlora_without_vllm_and_merges_for_grpo(tmp_path, mo
     assert result.losses == [(1, 2.0), (2, 1.5)]
     with pytest.raises(ValueError, match="steps must be at least 1"):
         sft_traces.run_trace_sft(q3x1, rows, tmp_path / "sft", steps=0)
+
+
+def test_a_renamed_profile_reuses_the_same_trace_sft(tmp_path):
+    """The SFT's stamp is what it learns from: a profile file based on a built-in one under
+    another name (another tracker project, another run folder) must not train it again."""
+    from medreason_lib.sft import sft_settings
+    from medreason_lib.sft_traces import _stamp, trace_sft_data
+
+    base = PROFILES["tiny"]
+    renamed = base.replace(name="my-copy", report_to=("trackio",))
+    rows = trace_sft_data(base)[0].remove_columns(["id"])
+
+    def stamp(profile):
+        return _stamp(profile, rows, sft_settings(profile, tmp_path / profile.name, 10))
+
+    assert stamp(renamed) == stamp(base)
+    assert stamp(base.replace(learning_rate=1.0)) == stamp(base)  # GRPO's, not the SFT's
+    assert stamp(base) != _stamp(base, rows, sft_settings(base, tmp_path, 11))
