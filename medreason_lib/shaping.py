@@ -239,7 +239,7 @@ def shaping_table(profile: Profile, tokenizer=None, lengths=None, names=None):
     if tokenizer is None:
         from transformers import AutoTokenizer
 
-        from .tiny import resolve_model_id
+        from .models import resolve_model_id  # tiny's local folder, smol's offline build
 
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_id(profile.model_id, profile.seed))
     top = profile.max_completion_length

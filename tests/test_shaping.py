@@ -132,3 +132,20 @@ def test_table_shows_what_each_does_to_length_and_reward():
     fig = plot_shaping_table(table, TINY.max_completion_length)  # one panel per reward
     assert [ax.get_title() for ax in fig.axes] == list(SHAPING_REWARDS)
     assert all(len(ax.get_lines()) == 4 + 1 for ax in fig.axes)  # 4 kinds of row, the cap
+
+
+def test_the_table_finds_a_real_models_tokenizer_offline(monkeypatch):
+    """smol's hub id resolves to its offline build, as the models module loads it: looked up
+    on the hub instead, notebook 04's section 10 stopped on the laptop track."""
+    from medreason_lib import models
+
+    asked = []
+    tiny_folder = models.resolve_model_id("tiny:qwen2")
+
+    def resolve(model_id, seed=0):
+        asked.append(model_id)
+        return tiny_folder
+
+    monkeypatch.setattr(models, "resolve_model_id", resolve)
+    table = shaping_table(PROFILES["smol"], lengths=[4, 8])
+    assert asked == [PROFILES["smol"].model_id] and len(table) == 8

@@ -94,3 +94,35 @@ def test_smol_evaluates_on_100_real_items_and_its_training_rows_avoid_them():
     reference_sets = [name for name in sets if str(REFERENCE) in name]
     assert len(reference_sets) == 5, list(sets)
     assert len(sets["pubmedqa test (" + str(REFERENCE) + ")"]) == 500
+
+
+def test_a_real_model_on_a_cpu_gets_cpu_settings_not_the_gpu_recipe():
+    from medreason_lib import dpo, loglik
+    from medreason_lib.pretrain_setup import cpt_settings
+
+    assert dpo.dpo_defaults(SMOL) == dpo.CPU_DPO and dpo.default_steps(SMOL, 48) == 12
+    assert dpo.dpo_defaults(TINY) == dpo.TINY_DPO
+    assert dpo.dpo_defaults(PROFILES["3b"]) == dpo.GPU_DPO
+    cpt = cpt_settings(SMOL)
+    assert (cpt.steps, cpt.n_heldout, cpt.optim, cpt.artificial_docs) == (20, 6, "adamw_torch", 0)
+    assert cpt_settings(PROFILES["3b"]).optim == "adamw_8bit"
+    assert loglik.default_batch_size(SMOL) == 8 == loglik.default_batch_size(TINY)
+    assert loglik.default_batch_size(PROFILES["3b"]) == "auto"
+
+
+def test_export_loads_a_transformers_model_in_float32_to_merge(monkeypatch, tmp_path):
+    """Merged into bf16 weights a LoRA delta is rounded: smol's merge was 1.38 off in the
+    logits. The transformers backend loads, merges and verifies in float32."""
+    from medreason_lib import export_save, models
+
+    seen = {}
+    monkeypatch.setattr(models, "load_model", lambda profile, **kw: seen.update(kw))
+
+    class Run:
+        base_model, adapter_dir = "base", tmp_path
+
+    export_save.load_trained(SMOL, Run())
+    assert seen["dtype"] == export_save.MERGE_DTYPE == "float32"
+    seen.clear()
+    export_save._load_folder(SMOL, tmp_path)
+    assert seen["dtype"] == "float32"
