@@ -264,8 +264,8 @@ PROFILES: dict[str, Profile] = {
             learning_rate=1e-4,
             lr_scheduler_type="constant",
             warmup_steps=0,
-            # 4 prompts a step, 4 completions each: 71.6 s a step on this 2-core CPU in bf16
-            # (benchmarks/smol_collapse.py, 8 steps, 2026-12-06); its 18-step warm start 69 s
+            # 4 prompts a step, 4 completions each: 27-89 s a step on this 2-core CPU in bf16
+            # (two make course runs, 2026-12-06; README, "The laptop track")
             per_device_train_batch_size=16,
             beta=0.04,  # a KL term: a real model's answers must not drift onto one label
             # PubMedQA labels in equal thirds, not the source's 54% yes: with those, 15 steps
@@ -279,8 +279,9 @@ PROFILES: dict[str, Profile] = {
             side_run_steps=1,
             side_run_batch=8,
             # the warm start: LoRA SFT on the bundled reasoning traces, written in the course
-            # template (sft_traces): 18 steps of 8 = three passes over the 45 traces. The
-            # untrained model never writes the template, and GRPO on 0% format learns nothing
+            # template (sft_traces): 30 steps of 8, about five passes over the 45 traces, about
+            # 2 minutes (greedy format 98%; 18 steps: 63%). The untrained model never writes
+            # the template, and GRPO on 0% format learns nothing
             sft_warmup_steps=30,
             seed=0,
         ),
