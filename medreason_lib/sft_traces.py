@@ -284,8 +284,8 @@ def _result(folder: Path, info: dict) -> TraceSFT:
 def stage_items(profile: Profile, n: int | None = None) -> Dataset:
     """The items all three stages are evaluated on: ``n`` per benchmark (default: 6 on a
     CPU profile, tiny or smol, to keep the notebook short; ``profile.eval_size`` on a GPU
-    profile), seeded with the
-    profile's seed, from its evaluation source (``eval_sets.evaluation_source``)."""
+    profile), seeded with the profile's seed, from its evaluation source
+    (``eval_sets.evaluation_source``)."""
     from .evaluation import evaluation_source, load_benchmarks
 
     n = n or (profile.eval_size if profile.uses_unsloth else 6)

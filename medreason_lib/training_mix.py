@@ -233,7 +233,7 @@ def evaluation_sets(profile: Profile) -> dict[str, Dataset]:
     for source in sources:
         for task, split in EVAL_SPLITS.items():
             label = "validation" if task == "medmcqa" else split
-            where = {profile.data_source: "", "bundled": " (bundled)"}.get(source, f" ({source})")
+            where = "" if source == profile.data_source else f" ({source})"
             name = f"{task} {label}{where}"
             sets[name] = data.load_task(task, split, source=source, verbose=False)
     return sets
