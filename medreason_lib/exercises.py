@@ -11,6 +11,8 @@ and short retraining runs that change one thing.
   run (``runs/<profile>/grpo/sft-warmstart``, copied when present; ``train`` checks that it
   was made from the same model, data and settings, and redoes it otherwise), so on ``tiny``
   it costs only its GRPO steps.
+- ``side_run_items(profile, items)``: the items a side run is evaluated on (fewer where the
+  profile cuts its side runs).
 - ``side_by_side(runs, columns, steps)``: the mean of some logged metrics over the first
   ``steps`` steps of several runs (the main run included), as a table and a plot.
 """
@@ -80,6 +82,23 @@ def retrain(profile: Profile, name: str, *, steps: int = 10, main_run_dir=None, 
     print(f"exercise run {name!r}: {run.global_step} GRPO steps in {seconds:.0f} s (wall)")
     record(f"exercise_{name.replace('-', '_')}_seconds", round(seconds, 1), profile)
     return run
+
+
+def side_run_items(profile: Profile, items, per_task: int = 4):
+    """The items a side run is evaluated on: all of ``items``; on a profile that cuts its
+    side runs (``side_run_steps``: smol trains 1 step) the first ``per_task`` of each task,
+    with a note. A one-step run changes little, and 100 greedy answers cost smol 3 minutes."""
+    if not profile.side_run_steps:
+        return items
+    seen: dict[str, int] = {}
+    keep = []
+    for i, task in enumerate(items["task"]):
+        seen[task] = seen.get(task, 0) + 1
+        if seen[task] <= per_task:
+            keep.append(i)
+    print(f"side run evaluated on {len(keep)} of the {len(items)} items ({per_task} a task; "
+          f"profile {profile.name!r} cuts side runs): compare it on these items only")  # fmt: skip
+    return items.select(keep)
 
 
 STYLES = [("o", "-", 7), ("s", "--", 5.5), ("^", ":", 4.5), ("D", "-.", 3.5), ("v", "-", 3)]

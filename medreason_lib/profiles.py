@@ -101,6 +101,9 @@ class Profile:
     # SFT steps that teach the template before GRPO: tiny, full fine-tuning on the warm-start
     # rows (medreason_lib.sft); a real model on transformers (smol), LoRA on reasoning traces
     sft_warmup_steps: int = 0
+    # and, added to those traces, this many PubMedQA training items of each label with the
+    # authors' conclusion as the reasoning (medreason_lib.conclusion_traces); 0 = none
+    warmstart_conclusions: int = 0
     seed: int = 3407
     # training-mix labels (medreason_lib.training_mix): chosen, not inherited from the source.
     # {task: {label: share}}; a task left out gets its default (PubMedQA: the labelled train
@@ -247,26 +250,26 @@ PROFILES: dict[str, Profile] = {
             "with transformers on the CPU (a GPU works too)",
             backend="transformers",
             load_in_4bit=False,
-            max_seq_length=704,  # = max_prompt_length + max_completion_length
+            max_seq_length=672,  # = max_prompt_length + max_completion_length
             lora_rank=16,
             lora_alpha=32,
             # bundled prompts, SmolLM2's tokenizer and template: PubMedQA train max 241 tokens,
             # GSM8K 97, the test sets at most 228 (2026-12-06); real PubMedQA abstracts run longer
             max_prompt_length=512,
-            max_completion_length=192,
+            # warm-started answers average 43-71 tokens; a step waits for its longest, and at
+            # 192 the steps with a cut one took 75-89 s against about 40 (2026-12-06)
+            max_completion_length=160,
             num_generations=4,
             temperature=0.9,
             data_source="bundled",
             train_splits={},
             train_size=64,
             eval_size=20,
-            max_steps=15,
+            max_steps=12,
             learning_rate=1e-4,
             lr_scheduler_type="constant",
             warmup_steps=0,
-            # 4 prompts a step, 4 completions each: 27-89 s a step on this 2-core CPU in bf16
-            # (two make course runs, 2026-12-06; README, "The laptop track")
-            per_device_train_batch_size=16,
+            per_device_train_batch_size=16,  # 4 prompts x 4: 27-89 s a step (README, smol)
             beta=0.04,  # a KL term: a real model's answers must not drift onto one label
             # PubMedQA labels in equal thirds, not the source's 54% yes: with those, 15 steps
             # took the greedy answers from 85% "yes" (warm start) to 95% (2026-12-06)
@@ -278,11 +281,13 @@ PROFILES: dict[str, Profile] = {
             # a side run (an exercise's comparison, a loss variant): 1 step of 2 prompts
             side_run_steps=1,
             side_run_batch=8,
-            # the warm start: LoRA SFT on the bundled reasoning traces, written in the course
-            # template (sft_traces): 30 steps of 8, about five passes over the 45 traces, about
-            # 2 minutes (greedy format 98%; 18 steps: 63%). The untrained model never writes
-            # the template, and GRPO on 0% format learns nothing
+            # the warm start: LoRA SFT on the bundled reasoning traces in the template
+            # (sft_traces), 30 steps of 8: greedy format 98% (18 steps: 63%). The untrained
+            # model never writes the template, and GRPO on 0% format learns nothing
             sft_warmup_steps=30,
+            # + 5 PubMedQA items a label with their conclusions, in the real prompt format:
+            # greedy "yes" on the 20 test items 17 -> 15 (8 a label: also 15; 2026-12-06)
+            warmstart_conclusions=5,
             seed=0,
         ),
         Profile(

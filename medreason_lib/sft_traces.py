@@ -38,9 +38,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 
 from . import paths
+from .conclusion_traces import pubmedqa_conclusions
 from .profiles import Profile
 from .sft import sft_settings, store_in_cache, warmstart_cache_dir
 from .traces import load_traces, sft_rows
@@ -66,16 +67,26 @@ def trace_sft_data(
 ):
     """``(rows, traces, contamination)``: the profile's traces without any evaluation item
     (see the module docstring), and as SFT rows for its chat family. ``source`` defaults to
-    ``"bundled"`` where the profile reads the bundled samples, else ``"hub"``."""
+    ``"bundled"`` where the profile reads the bundled samples, else ``"hub"``. A profile with
+    ``warmstart_conclusions`` (smol) adds that many PubMedQA training items of each label,
+    its conclusion as the reasoning (``conclusion_traces``), from its ``data_source``; the
+    rows are then shuffled with the profile's seed."""
     from .training_mix import decontaminate_training_set
 
     if source is None:
         source = "bundled" if profile.data_source == "bundled" else "hub"
     traces = load_traces(source, schema, n=n, seed=profile.seed)
+    if profile.warmstart_conclusions:
+        conclusions = pubmedqa_conclusions(profile.data_source, profile.warmstart_conclusions)
+        print(f"+ {len(conclusions)} PubMedQA conclusions ({profile.warmstart_conclusions} "
+              "a label) in the real prompt format")  # fmt: skip
+        traces = concatenate_datasets([traces, conclusions.cast(traces.features)])
     kept, contamination = decontaminate_training_set(traces, profile)
     if len(kept) == 0:
         raise ValueError(f"every one of the {len(traces)} traces overlaps an evaluation set")
     rows = sft_rows(kept, profile.family, dict(profile.chat_template_kwargs))
+    if profile.warmstart_conclusions:
+        rows = rows.shuffle(seed=profile.seed)
     return rows, kept, contamination
 
 

@@ -60,7 +60,7 @@ def test_a_cpu_file_profile_gives_the_stand_in_for_a_scale_notebook(tmp_path):
         ('base = "smol"\nname = "tiny"\n', "not a built-in profile's"),
         ('base = "smol"\nname = "../x"\n', "must be a plain name"),
         ('base = "smol"\nbackend = "jax"\n', "unknown backend 'jax'"),
-        ('base = "smol"\nmax_completion_length = 4096\n', "max_seq_length 704 is shorter"),
+        ('base = "smol"\nmax_completion_length = 4096\n', "max_seq_length 672 is shorter"),
         ('base = "smol"\nlearning_rate = \n', "cannot be read"),
     ],
 )
