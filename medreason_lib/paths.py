@@ -7,9 +7,12 @@ machine can keep its cache out of the home directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -112,3 +115,23 @@ def reference_data_dir() -> Path | None:
 def hub_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE`` asks that no hub be contacted ("1", "true", "yes", "on")."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextlib.contextmanager
+def building(final: Path, marker: str) -> Iterator[Path]:
+    """A temporary folder beside ``final`` to build a cache entry in (the tiny model, smol,
+    a warm start); when the block ends without an error it is moved to ``final`` with
+    ``os.replace``, so a reader never sees half a model. ``marker`` is the file a finished
+    entry holds (written last): when another process moved its copy first, theirs is kept and
+    this one discarded. The temporary folder is removed in every case."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / marker).is_file():  # not a lost race: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

