@@ -24,11 +24,11 @@ import sys
 import time
 
 from medreason_lib.models import load_for_training, release
-from medreason_lib.profiles import PROFILES
-from medreason_lib.sft import sft_settings
-from medreason_lib.sft_traces import trace_sft_data
-from medreason_lib.training_config import cpu_has_bf16
-from medreason_lib.trl_compat import install_cpu_logprob_fallback
+from medreason_lib.settings.profiles import PROFILES
+from medreason_lib.training.config import cpu_has_bf16
+from medreason_lib.training.sft import sft_settings
+from medreason_lib.training.sft_traces import trace_sft_data
+from medreason_lib.training.trl_compat import install_cpu_logprob_fallback
 
 SETTINGS = {
     "checkpointing, float32 (TRL's default)": {"gradient_checkpointing": True, "bf16": False},

@@ -55,8 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medreason_lib import data, paths, profiles, template
-from medreason_lib.training_config import prompt_lengths
+from medreason_lib import data
+from medreason_lib.scoring import template
+from medreason_lib.settings import paths, profiles
+from medreason_lib.training.config import prompt_lengths
 
 FAMILY_PROFILE = {"qwen2": "3b", "qwen3": "8b", "gpt-oss": "20b"}
 OFFICIAL_TEMPLATE = {"qwen2": "qwen2_5.jinja", "qwen3": "qwen3.jinja", "gpt-oss": "gptoss.jinja"}

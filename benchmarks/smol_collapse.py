@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from medreason_lib import paths
-from medreason_lib.eval_sets import profile_benchmarks
+from medreason_lib.data.benchmarks import profile_benchmarks
 from medreason_lib.evaluation import evaluate_model
-from medreason_lib.profiles import PROFILES
+from medreason_lib.settings import paths
+from medreason_lib.settings.profiles import PROFILES
 from medreason_lib.training import train
 
 SMOL = PROFILES["smol"]

@@ -35,19 +35,20 @@ import os
 import sys
 from pathlib import Path
 
-from . import cli_args, paths
-from .cli_args import PROG
-from .errors import UserError, one_line
-from .profiles import ENV_VAR, Profile, get_profile
+from medreason_lib import cli_args
+from medreason_lib.cli_args import PROG
+from medreason_lib.settings import paths
+from medreason_lib.settings.errors import UserError, one_line
+from medreason_lib.settings.profiles import ENV_VAR, Profile, get_profile
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean "bad input": reported in one line with exit status 2. Every
     ``errors.UserError`` (``AskError``, ``DataError``, ``ExportUnavailable``, ``PrefetchError``,
     ``ModelFolderError``, ``RunFolderError``, ...), and the modules' own that are not one."""
-    from .loglik import LoglikError
-    from .training_config import ConfigError
-    from .user_rewards import RewardError
+    from medreason_lib.data.user_rewards import RewardError
+    from medreason_lib.evaluation.loglik import LoglikError
+    from medreason_lib.training.config import ConfigError
 
     return (UserError, FileNotFoundError, ConfigError, LoglikError, RewardError)
 
@@ -84,7 +85,7 @@ def _eval_profile(profile: Profile, args) -> Profile:
 
 def _recorded_profile(run_json: Path) -> Profile | None:
     """The profile settings a run recorded in its ``run.json`` (None: none recorded)."""
-    from .profiles import apply_caps, profile_from_settings
+    from medreason_lib.settings.profiles import apply_caps, profile_from_settings
 
     try:
         settings = json.loads(run_json.read_text()).get("profile_settings")
@@ -95,7 +96,7 @@ def _recorded_profile(run_json: Path) -> Profile | None:
 
 def _tuned(args, profile: Profile) -> dict:
     """The profile changes that ``train``'s --model, --backend and tunables ask for."""
-    from .cli_args import TUNABLES
+    from medreason_lib.cli_args import TUNABLES
 
     changes = {}
     if args.model:
@@ -133,7 +134,7 @@ def _positive(value, option: str) -> None:
 
 def _start(args) -> Profile:
     """``course.start``: seeds, imports Unsloth first on a GPU, one torch thread on tiny."""
-    from .course import start
+    from medreason_lib.course import start
 
     return start(f"cli {args.command}")
 
@@ -150,7 +151,7 @@ def vllm_server_overrides(url: str) -> dict:
 
 
 def _plan(args) -> int:
-    from . import memory
+    from medreason_lib.models import memory
 
     profile = _profile(args)
     gpu = args.gpu
@@ -190,7 +191,9 @@ def _train(args) -> int:
                 "--vllm-server needs a GPU profile and a running `trl vllm-serve`; the tiny "
                 "profiles generate with transformers on the CPU"
             )
-        from .model_kwargs import vllm_server_refusal  # light: nothing heavy before _start
+        from medreason_lib.models.kwargs import (
+            vllm_server_refusal,  # light: nothing heavy before _start
+        )
 
         refusal = vllm_server_refusal(profile)
         if refusal:
@@ -199,15 +202,15 @@ def _train(args) -> int:
         overrides = vllm_server_overrides(args.vllm_server)
     dataset, extra_rewards = None, []
     if args.data:  # every bad row, before any model loads
-        from .user_data import load_user_data
+        from medreason_lib.data.user_data import load_user_data
 
         dataset = load_user_data(args.data)
     if args.reward:
-        from .user_rewards import load_reward
+        from medreason_lib.data.user_rewards import load_reward
 
         extra_rewards = [load_reward(spec) for spec in args.reward]
     _start(args)
-    from . import training
+    from medreason_lib import training
 
     run = training.train(
         profile.replace(**changes),
@@ -229,8 +232,9 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    from . import export, prefetch
-    from .model_folders import check_adapter_folder, check_model_folder
+    from medreason_lib import export
+    from medreason_lib.models.folders import check_adapter_folder, check_model_folder
+    from medreason_lib.runtime import prefetch
 
     profile = _profile(args)
     if args.model and (args.adapter or args.base or args.baseline):
@@ -264,7 +268,7 @@ def _eval(args) -> int:
     if cli_args.sampling_problem(args):
         raise UsageError(cli_args.sampling_problem(args))
     _start(args)
-    from . import evaluation
+    from medreason_lib import evaluation
 
     if not args.baseline and not args.model and adapter is None:
         run = export.load_run(profile, args.run_dir)
@@ -298,7 +302,7 @@ def _eval(args) -> int:
 
 
 def _eval_loglik(args, profile: Profile, name: str, base, adapter) -> int:
-    from . import loglik
+    from medreason_lib.evaluation import loglik
 
     if not args.name:
         name = f"loglik-{name}" + ("-full" if args.full else "")
@@ -312,7 +316,7 @@ def _eval_loglik(args, profile: Profile, name: str, base, adapter) -> int:
 
 
 def _export(args) -> int:
-    from . import export
+    from medreason_lib import export
 
     profile = _profile(args)
     export.check_run(profile, args.run_dir)  # the cheap checks first, before any import
@@ -356,8 +360,9 @@ def _export(args) -> int:
 
 
 def _ask(args) -> int:
-    from . import ask, export
-    from .model_folders import check_model_folder
+    from medreason_lib import export
+    from medreason_lib.export import ask
+    from medreason_lib.models.folders import check_model_folder
 
     profile = _profile(args)
     ask.ask_prompt(args.question, args.context, args.options, task=args.task)  # fail early
@@ -367,7 +372,7 @@ def _ask(args) -> int:
     else:
         check_model_folder(args.model, "--model")  # config, weights, tokenizer: whole
     _start(args)
-    from . import models
+    from medreason_lib import models
 
     if args.model is not None:
         loaded = models.load_for_eval(profile, base=args.model)
@@ -390,13 +395,13 @@ def _ask(args) -> int:
 
 
 def _doctor(args) -> int:
-    from . import doctor
+    from medreason_lib.runtime import doctor
 
     return doctor.run(args.profile, check_hub=not args.no_hub)
 
 
 def _prefetch(args) -> int:
-    from . import prefetch
+    from medreason_lib.runtime import prefetch
 
     return prefetch.command(_profile(args), args)
 

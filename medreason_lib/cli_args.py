@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .profiles import ENV_VAR, PROFILES
+from medreason_lib.settings.profiles import ENV_VAR, PROFILES
 
 PROG = "python -m medreason_lib"
 
@@ -29,7 +29,8 @@ def _common(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
         "--profile",
         metavar="NAME|FILE",
         help=f"run profile: {', '.join(PROFILES)}, or a profile file (.toml/.json: settings on a "
-        f"built-in base, medreason_lib.profile_files) (default: ${ENV_VAR}, else the profile "
+        f"built-in base, medreason_lib.settings.profile_files) (default: ${ENV_VAR}, else the "
+        "profile "
         "this machine fits; eval/export --run-dir: the profile the run recorded)",
     )
     if run_dir:
@@ -53,7 +54,7 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "plan",
         help="GPU memory plan of a profile (will it fit?)",
-        description="Print medreason_lib.memory.plan(profile, method, gpu): peak GPU memory "
+        description="Print medreason_lib.models.memory.plan(profile, method, gpu): peak GPU memory "
         "of training, by part, and what to lower first.",
     )
     _common(p, run_dir=False)
@@ -235,7 +236,7 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         help="is this runtime ready? GPU, driver, pins, disk, token, hub, profile fit",
         description="One line per fact (GPU, driver, CUDA, bf16, package pins, disk, HF_TOKEN "
         "never shown, the hub, the profile and its memory plan); exit status 1 with one line "
-        "per problem and its fix. Never initialises CUDA (medreason_lib.doctor).",
+        "per problem and its fix. Never initialises CUDA (medreason_lib.runtime.doctor).",
     )
     _common(p, run_dir=False)
     p.add_argument("--no-hub", action="store_true", help="do not contact the hub")
@@ -246,7 +247,7 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         help="download a profile's model and datasets once, for offline runs",
         description="Download the profile's models and datasets into the cache or --to FOLDER "
         "with their sizes; then every loader reads them with HF_HOME=FOLDER HF_HUB_OFFLINE=1 "
-        "HF_DATASETS_OFFLINE=1 (medreason_lib.prefetch).",
+        "HF_DATASETS_OFFLINE=1 (medreason_lib.runtime.prefetch).",
     )
     _common(p, run_dir=False)
     p.add_argument("--to", metavar="FOLDER", help="a folder to use as HF_HOME (default: the cache)")

@@ -157,8 +157,8 @@ def seed_tiny_model(cache: Path) -> Path:
     machine in the user's cache) into the cache folder ``cache``: a test that starts from an
     empty cache so that its warm start really trains need not rebuild them (about 6 s on a
     CPU; ``test_tiny`` checks the build). Call it before pointing ``MEDREASON_CACHE`` there."""
-    from medreason_lib.profiles import PROFILES
-    from medreason_lib.tiny import resolve_model_id
+    from medreason_lib.models.tiny import resolve_model_id
+    from medreason_lib.settings.profiles import PROFILES
 
     profile = PROFILES["tiny"]
     built = Path(resolve_model_id(profile.model_id, seed=profile.seed))
@@ -170,9 +170,9 @@ def seed_tiny_model(cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_warm_start(tmp_path_factory) -> Path:
     """The tiny profile's SFT warm start, built once per session on ``train``'s own rows."""
-    from medreason_lib.profiles import PROFILES
-    from medreason_lib.sft import run_warmstart
-    from medreason_lib.training_mix import prepare_training_data
+    from medreason_lib.data.training_mix import prepare_training_data
+    from medreason_lib.settings.profiles import PROFILES
+    from medreason_lib.training.sft import run_warmstart
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -214,7 +214,7 @@ def tiny_run(tiny_warm_start, tmp_path_factory):
     folder (one module, so one process)."""
     from filelock import FileLock
 
-    from medreason_lib.profiles import PROFILES
+    from medreason_lib.settings.profiles import PROFILES
     from medreason_lib.training import TrainingRun, train
 
     root = shared_dir(tmp_path_factory)
@@ -319,6 +319,6 @@ def each_test_is_a_new_run():
     """``progress.say_once`` prints a library report once per run (a notebook's kernel); in
     the test process each test is a run of its own, so what one test printed does not hide
     what the next one checks."""
-    from medreason_lib import progress
+    from medreason_lib.settings import progress
 
     progress._SAID.clear()
