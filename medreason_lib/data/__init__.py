@@ -39,6 +39,7 @@ from medreason_lib.data.raw_formats import (
     split_pubmedqa,
 )
 from medreason_lib.scoring import template
+from medreason_lib.scoring.stats import largest_remainder
 from medreason_lib.settings import paths, profiles
 from medreason_lib.settings.progress import say_once
 
@@ -284,19 +285,6 @@ def load_task(
 # --------------------------------------------------------------------------- mixing
 
 
-def _shares(weights: dict[str, float], n: int) -> dict[str, int]:
-    """Largest-remainder rounding of ``n * w``: each share is round(n*w) or one off, and the
-    shares always sum to exactly ``n``."""
-    total = sum(weights.values())
-    exact = {k: n * w / total for k, w in weights.items()}
-    shares = {k: int(np.floor(v)) for k, v in exact.items()}
-    left = n - sum(shares.values())
-    by_remainder = sorted(exact, key=lambda k: (-(exact[k] - shares[k]), list(exact).index(k)))
-    for k in by_remainder[:left]:
-        shares[k] += 1
-    return shares
-
-
 def mix(
     datasets: dict[str, Dataset],
     weights: dict[str, float],
@@ -319,7 +307,7 @@ def mix(
         raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    shares = _shares(weights, n)
+    shares = largest_remainder(weights, n)
     parts = []
     for k, (name, share) in enumerate(shares.items()):
         ds = datasets[name]

@@ -35,6 +35,7 @@ from datasets import Dataset
 
 from medreason_lib.data import build_prompt
 from medreason_lib.scoring.answers import answer_type
+from medreason_lib.scoring.stats import largest_remainder
 
 LABELS = {"yes_no_maybe": ("yes", "no", "maybe"), "choice": ("A", "B", "C", "D")}
 SCARCE_POLICIES = ("replace", "cap", "error")
@@ -200,17 +201,6 @@ def check_target(task: str, target: dict, where: str = "target") -> dict[str, fl
 def uniform_target(task: str) -> dict[str, float]:
     labels = task_labels(task)
     return {label: 1 / len(labels) for label in labels}
-
-
-def largest_remainder(weights: dict[str, float], n: int) -> dict[str, int]:
-    """Integer counts of ``n * w`` (weights normalised) that sum to exactly ``n``."""
-    total = sum(weights.values())
-    exact = {k: n * w / total if total else 0.0 for k, w in weights.items()}
-    counts = {k: int(np.floor(v)) for k, v in exact.items()}
-    order = sorted(exact, key=lambda k: (-(exact[k] - counts[k]), list(exact).index(k)))
-    for k in order[: n - sum(counts.values())]:
-        counts[k] += 1
-    return counts
 
 
 # --------------------------------------------------------------------------- sampling

@@ -34,6 +34,7 @@ from medreason_lib.data.benchmarks import evaluation_source
 from medreason_lib.data.decontaminate import Contamination, decontaminate_against
 from medreason_lib.data.label_balance import TaskBalance, label_shares, task_labels
 from medreason_lib.data.raw_formats import official_pubmedqa_test_pmids
+from medreason_lib.scoring.stats import largest_remainder
 from medreason_lib.settings.profiles import Profile
 from medreason_lib.settings.progress import say_once
 
@@ -186,7 +187,7 @@ def build_training_mix(
         raise ValueError(
             f"profile.label_targets names unknown task(s) {extra}; valid: {data.TASKS}"
         )
-    counts = label_balance.largest_remainder(weights, n)
+    counts = largest_remainder(weights, n)
     parts, report = {}, MixReport(n, seed, counts)
     for task, k in counts.items():
         pool, splits = training_pool(profile, task, seed)

@@ -136,3 +136,16 @@ def reward_trend(rewards, window: int | None = None, t_needed: float = 2.0) -> R
         t = diff / se
         verdict = "rose" if t > t_needed else "fell" if t < -t_needed else "no clear change"
     return RewardTrend(n, window, mean_first, mean_last, t, verdict)
+
+
+def largest_remainder(weights: dict[str, float], n: int) -> dict[str, int]:
+    """Integer counts of ``n * w`` (the weights normalised) that sum to exactly ``n``: each is
+    ``floor(n * w)`` or one more, the extra ones going to the largest remainders (ties: the
+    first key). All-zero weights give zeros."""
+    total = sum(weights.values())
+    exact = {k: n * w / total if total else 0.0 for k, w in weights.items()}
+    counts = {k: math.floor(v) for k, v in exact.items()}
+    order = sorted(exact, key=lambda k: (-(exact[k] - counts[k]), list(exact).index(k)))
+    for k in order[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
