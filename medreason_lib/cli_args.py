@@ -30,8 +30,7 @@ def _common(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
         metavar="NAME|FILE",
         help=f"run profile: {', '.join(PROFILES)}, or a profile file (.toml/.json: settings on a "
         f"built-in base, medreason_lib.settings.profile_files) (default: ${ENV_VAR}, else the "
-        "profile "
-        "this machine fits; eval/export --run-dir: the profile the run recorded)",
+        "profile this machine fits; eval/export --run-dir: the profile the run recorded)",
     )
     if run_dir:
         parser.add_argument(

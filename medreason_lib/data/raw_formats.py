@@ -325,36 +325,43 @@ def mmlu_from_hub(row: dict, subject: str, id: str, where: str = "hub cais/mmlu"
 # --------------------------------------------------------------------------- files
 
 
-def _json_lines(file: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line; a bad line is a DataError."""
+def json_lines(
+    file: Path, *, unit: str = "line", blank_ok: bool = True
+) -> Iterator[tuple[int, dict]]:
+    """(number, object) for every line of a JSON Lines file; a line that is not a JSON object
+    is a DataError naming the file and the ``unit`` ("line", "row") and its number. A blank
+    line is skipped, or with ``blank_ok=False`` an error."""
     with file.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
+            where = f"{file}: {unit} {number}"
             if not line.strip():
-                continue
+                if blank_ok:
+                    continue
+                raise DataError(f"{where}: empty line")
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{file}: line {number}: invalid JSON ({e.msg})") from None
+                raise DataError(f"{where}: invalid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
-                raise DataError(f"{file}: line {number}: expected a JSON object")
+                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             yield number, obj
 
 
 def read_medqa(file: Path, split: str) -> list[dict]:
     return [
         medqa_record(obj, f"medqa-{split}-{i:05d}", f"{file}: line {line}")
-        for i, (line, obj) in enumerate(_json_lines(file))
+        for i, (line, obj) in enumerate(json_lines(file))
     ]
 
 
 def read_medmcqa(file: Path) -> list[dict]:
-    return [medmcqa_from_raw(obj, f"{file}: line {line}") for line, obj in _json_lines(file)]
+    return [medmcqa_from_raw(obj, f"{file}: line {line}") for line, obj in json_lines(file)]
 
 
 def read_gsm8k(file: Path, split: str) -> list[dict]:
     return [
         gsm8k_record(obj, f"gsm8k-{split}-{i:04d}", f"{file}: line {line}")
-        for i, (line, obj) in enumerate(_json_lines(file))
+        for i, (line, obj) in enumerate(json_lines(file))
     ]
 
 

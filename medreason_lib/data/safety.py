@@ -44,12 +44,11 @@ shape.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medreason_lib.data.raw_formats import DataError
+from medreason_lib.data.raw_formats import DataError, json_lines
 from medreason_lib.scoring import template
 from medreason_lib.settings import paths
 
@@ -245,18 +244,7 @@ def safety_dir() -> Path:
 def _rows(path: Path) -> list[tuple[str, dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (the bundled safety data is data/safety)")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        where = f"{path}: row {n}"
-        if not line.strip():
-            raise DataError(f"{where}: empty line")
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((where, obj))
+    rows = [(f"{path}: row {n}", obj) for n, obj in json_lines(path, unit="row", blank_ok=False)]
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
