@@ -31,6 +31,7 @@ from datasets import Dataset
 
 from . import paths
 from .data import load_task, user_prompt
+from .progress import say_once
 from .raw_formats import PUBMEDQA_LABELS, DataError, find_raw_files
 from .traces import TASK
 
@@ -64,8 +65,8 @@ def pubmedqa_conclusions(source: str | Path = "bundled", per_label: int = 5) -> 
         if not rows:
             raise DataError(f"{where}: no PubMedQA training item is labelled {label!r}")
         if len(rows) < per_label:
-            print(f"PubMedQA conclusions: {len(rows)} training items say {label!r}; each is used "
-                  f"more than once to make {per_label}")  # fmt: skip
+            say_once(f"PubMedQA conclusions: {len(rows)} training items say {label!r}; each is "
+                     f"used more than once to make {per_label}")  # fmt: skip
         for i in range(per_label):
             row = rows[i % len(rows)]
             text = conclusions.get(row["id"])

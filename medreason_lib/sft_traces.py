@@ -43,6 +43,7 @@ from datasets import Dataset, concatenate_datasets
 from . import paths
 from .conclusion_traces import pubmedqa_conclusions
 from .profiles import Profile
+from .progress import say_once
 from .sft import sft_settings, store_in_cache, warmstart_cache_dir
 from .traces import load_traces, sft_rows
 
@@ -78,8 +79,8 @@ def trace_sft_data(
     traces = load_traces(source, schema, n=n, seed=profile.seed)
     if profile.warmstart_conclusions:
         conclusions = pubmedqa_conclusions(profile.data_source, profile.warmstart_conclusions)
-        print(f"+ {len(conclusions)} PubMedQA conclusions ({profile.warmstart_conclusions} "
-              "a label) in the real prompt format")  # fmt: skip
+        say_once(f"+ {len(conclusions)} PubMedQA conclusions ({profile.warmstart_conclusions} "
+                 "a label) in the real prompt format")  # fmt: skip
         traces = concatenate_datasets([traces, conclusions.cast(traces.features)])
     kept, contamination = decontaminate_training_set(traces, profile)
     if len(kept) == 0:

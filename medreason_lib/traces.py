@@ -45,6 +45,7 @@ from datasets import Dataset
 
 from . import paths
 from .decontaminate import Contamination, decontaminate_against
+from .progress import say_once
 from .template import SYSTEM_PROMPT, format_completion
 
 TASK = "reasoning_traces"  # the ``task`` of every trace row (decontamination counts by task)
@@ -273,9 +274,10 @@ def load_traces(
             raise ValueError(f"n={n}: {where} holds {len(traces)} traces")
         traces = traces.shuffle(seed=seed).select(range(n))
     counts = answer_sources(traces)
-    print(
+    say_once(
         f"{len(traces)} traces from {where} ({schema} schema): {counts['stated']} state a short "
-        f"answer, {counts['response']} keep the whole response as the answer"
+        f"answer, {counts['response']} keep the whole response as the answer",
+        again=f"{len(traces)} traces: as above",
     )
     return traces
 

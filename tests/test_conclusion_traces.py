@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from medreason_lib import paths
+from medreason_lib import paths, progress
 from medreason_lib.conclusion_traces import SOURCE, pubmedqa_conclusions
 from medreason_lib.data import load_task
 from medreason_lib.profiles import PROFILES
@@ -40,7 +40,8 @@ def test_bundled_rows_are_balanced_training_items_in_the_prompt_format():
     assert set(rows.column_names) == set(load_traces("bundled").column_names)
 
 
-def test_a_short_label_repeats_its_items_and_says_so(capsys):
+def test_a_short_label_repeats_its_items_and_says_so(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "_SAID", set())  # said once a process: say it here
     train = load_task("pubmedqa", "train", source="bundled", verbose=False)
     fewest = min(Counter(train["answer"]).values())
     rows = pubmedqa_conclusions("bundled", per_label=fewest + 2)
