@@ -29,10 +29,11 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from medreason_lib.data import load_task, user_prompt
-from medreason_lib.data.raw_formats import PUBMEDQA_LABELS, DataError, find_raw_files
-from medreason_lib.data.traces import TASK
-from medreason_lib.settings import paths
+from . import paths
+from .data import load_task, user_prompt
+from .progress import say_once
+from .raw_formats import PUBMEDQA_LABELS, DataError, find_raw_files
+from .traces import TASK
 
 SOURCE = "pubmedqa-conclusions"  # the ``source`` column of these rows
 HUB = ("qiaojin/PubMedQA", "pqa_labeled")
@@ -64,8 +65,8 @@ def pubmedqa_conclusions(source: str | Path = "bundled", per_label: int = 5) -> 
         if not rows:
             raise DataError(f"{where}: no PubMedQA training item is labelled {label!r}")
         if len(rows) < per_label:
-            print(f"PubMedQA conclusions: {len(rows)} training items say {label!r}; each is used "
-                  f"more than once to make {per_label}")  # fmt: skip
+            say_once(f"PubMedQA conclusions: {len(rows)} training items say {label!r}; each is "
+                     f"used more than once to make {per_label}")  # fmt: skip
         for i in range(per_label):
             row = rows[i % len(rows)]
             text = conclusions.get(row["id"])

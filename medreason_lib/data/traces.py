@@ -43,9 +43,10 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from medreason_lib.data.decontaminate import Contamination, decontaminate_against
-from medreason_lib.scoring.template import SYSTEM_PROMPT, format_completion
-from medreason_lib.settings import paths
+from . import paths
+from .decontaminate import Contamination, decontaminate_against
+from .progress import say_once
+from .template import SYSTEM_PROMPT, format_completion
 
 TASK = "reasoning_traces"  # the ``task`` of every trace row (decontamination counts by task)
 FAMILIES = ("qwen2", "qwen3", "gpt-oss")
@@ -273,9 +274,10 @@ def load_traces(
             raise ValueError(f"n={n}: {where} holds {len(traces)} traces")
         traces = traces.shuffle(seed=seed).select(range(n))
     counts = answer_sources(traces)
-    print(
+    say_once(
         f"{len(traces)} traces from {where} ({schema} schema): {counts['stated']} state a short "
-        f"answer, {counts['response']} keep the whole response as the answer"
+        f"answer, {counts['response']} keep the whole response as the answer",
+        again=f"{len(traces)} traces: as above",
     )
     return traces
 

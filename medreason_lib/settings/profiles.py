@@ -279,9 +279,10 @@ PROFILES: dict[str, Profile] = {
             warmup_steps=0,
             per_device_train_batch_size=16,  # 4 prompts x 4: 27-89 s a step (README, smol)
             beta=0.04,  # a KL term: a real model's answers must not drift onto one label
-            # PubMedQA labels in equal thirds, not the source's 54% yes: with those, 15 steps
-            # took the greedy answers from 85% "yes" (warm start) to 95% (2026-12-06)
-            label_targets={"pubmedqa": {"yes": 1 / 3, "no": 1 / 3, "maybe": 1 / 3}},
+            # PubMedQA labels against the model's "yes" lean. Greedy "yes" on 20 test items after
+            # 12 steps: thirds 80% -> 95%; these: 20%, "no" 45% (accuracy 65% -> 30%: it
+            # learns the mix's label prior, not the abstracts; one run each, 2026-12-06)
+            label_targets={"pubmedqa": {"yes": 0.2, "no": 0.4, "maybe": 0.4}},
             optim="adamw_torch",
             save_steps=10,
             # 100 real test items (20 a benchmark) where shared/reference-data is here
@@ -293,8 +294,8 @@ PROFILES: dict[str, Profile] = {
             # (sft_traces), 30 steps of 8: greedy format 98% (18 steps: 63%). The untrained
             # model never writes the template, and GRPO on 0% format learns nothing
             sft_warmup_steps=30,
-            # + 5 PubMedQA items a label with their conclusions, in the real prompt format:
-            # greedy "yes" on the 20 test items 17 -> 15 (8 a label: also 15; 2026-12-06)
+            # + 5 PubMedQA training items a label with their conclusions, in the real prompt
+            # format (the bundled 3 "maybe" repeat): greedy "yes" on 20 test items 17 -> 16
             warmstart_conclusions=5,
             seed=0,
         ),
