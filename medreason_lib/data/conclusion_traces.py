@@ -29,11 +29,11 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from . import paths
-from .data import load_task, user_prompt
-from .progress import say_once
-from .raw_formats import PUBMEDQA_LABELS, DataError, find_raw_files
-from .traces import TASK
+from medreason_lib.data import load_task, user_prompt
+from medreason_lib.data.raw_formats import PUBMEDQA_LABELS, DataError, find_raw_files
+from medreason_lib.data.traces import TASK
+from medreason_lib.settings import paths
+from medreason_lib.settings.progress import say_once
 
 SOURCE = "pubmedqa-conclusions"  # the ``source`` column of these rows
 HUB = ("qiaojin/PubMedQA", "pqa_labeled")

@@ -43,10 +43,10 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from . import paths
-from .decontaminate import Contamination, decontaminate_against
-from .progress import say_once
-from .template import SYSTEM_PROMPT, format_completion
+from medreason_lib.data.decontaminate import Contamination, decontaminate_against
+from medreason_lib.scoring.template import SYSTEM_PROMPT, format_completion
+from medreason_lib.settings import paths
+from medreason_lib.settings.progress import say_once
 
 TASK = "reasoning_traces"  # the ``task`` of every trace row (decontamination counts by task)
 FAMILIES = ("qwen2", "qwen3", "gpt-oss")

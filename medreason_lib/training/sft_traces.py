@@ -40,12 +40,12 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from . import paths
-from .conclusion_traces import pubmedqa_conclusions
-from .profiles import Profile
-from .progress import say_once
-from .sft import sft_settings, store_in_cache, warmstart_cache_dir
-from .traces import load_traces, sft_rows
+from medreason_lib.data.conclusion_traces import pubmedqa_conclusions
+from medreason_lib.data.traces import load_traces, sft_rows
+from medreason_lib.settings import paths
+from medreason_lib.settings.profiles import Profile
+from medreason_lib.settings.progress import say_once
+from medreason_lib.training.sft import sft_settings, store_in_cache, warmstart_cache_dir
 
 STAGES = ("untrained", "after SFT", "after SFT + GRPO")
 # SFT on tiny: measured on the bundled sample, 100 steps at 3e-3 take the loss from about 8 to
@@ -72,7 +72,7 @@ def trace_sft_data(
     ``warmstart_conclusions`` (smol) adds that many PubMedQA training items of each label,
     its conclusion as the reasoning (``conclusion_traces``), from its ``data_source``; the
     rows are then shuffled with the profile's seed."""
-    from .training_mix import decontaminate_training_set
+    from medreason_lib.data.training_mix import decontaminate_training_set
 
     if source is None:
         source = "bundled" if profile.data_source == "bundled" else "hub"
@@ -111,7 +111,7 @@ def check_trace_lengths(
     """How many rows ``profile.max_seq_length`` cuts (TRL keeps each row's start: the end of a
     long trace, its answer included, is not learned). Prints a line when any is cut; raises
     ``ConfigError`` when more than ``max_cut_share`` of the rows are."""
-    from .training_config import ConfigError
+    from medreason_lib.training.config import ConfigError
 
     limit = profile.max_seq_length
     cut = [n for n in lengths if n > limit]
@@ -179,7 +179,7 @@ _NOT_LEARNED = ("output_dir", "report_to", "project")
 
 
 def _stamp(profile: Profile, rows: Dataset, settings: dict) -> dict:
-    from .tiny import resolve_model_id
+    from medreason_lib.models.tiny import resolve_model_id
 
     digest = hashlib.sha256(json.dumps(rows.to_list(), sort_keys=True).encode()).hexdigest()
     return {
@@ -211,10 +211,10 @@ def run_trace_sft(
     (``check_trace_lengths``)."""
     from trl import SFTConfig, SFTTrainer
 
-    from .callbacks import use_course_progress
-    from .models import close_trainer, free_memory, load_for_training, release
-    from .training_config import ConfigError
-    from .trl_compat import install_cpu_logprob_fallback
+    from medreason_lib.models import close_trainer, free_memory, load_for_training, release
+    from medreason_lib.training.callbacks import use_course_progress
+    from medreason_lib.training.config import ConfigError
+    from medreason_lib.training.trl_compat import install_cpu_logprob_fallback
 
     out = Path(output_dir) if output_dir else default_dir(profile) / "sft"
     if steps is not None and steps < 1:
@@ -298,7 +298,7 @@ def stage_items(profile: Profile, n: int | None = None) -> Dataset:
     CPU profile, tiny or smol, to keep the notebook short; ``profile.eval_size`` on a GPU
     profile), seeded with the profile's seed, from its evaluation source
     (``eval_sets.evaluation_source``)."""
-    from .evaluation import evaluation_source, load_benchmarks
+    from medreason_lib.evaluation import evaluation_source, load_benchmarks
 
     n = n or (profile.eval_size if profile.uses_unsloth else 6)
     return load_benchmarks(n=n, seed=profile.seed, source=evaluation_source(profile))

@@ -1,4 +1,4 @@
-"""PubMedQA's conclusions as warm-start traces (``medreason_lib.conclusion_traces``)."""
+"""PubMedQA's conclusions as warm-start traces (``medreason_lib.data.conclusion_traces``)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 from collections import Counter
 
 import pytest
-from medreason_lib.conclusion_traces import SOURCE, pubmedqa_conclusions
-from medreason_lib.profiles import PROFILES
-from medreason_lib.raw_formats import DataError, official_pubmedqa_test_pmids
-from medreason_lib.sft_traces import trace_sft_data
-from medreason_lib.traces import load_traces
 
-from medreason_lib import paths, progress
 from medreason_lib.data import load_task
+from medreason_lib.data.conclusion_traces import SOURCE, pubmedqa_conclusions
+from medreason_lib.data.raw_formats import DataError, official_pubmedqa_test_pmids
+from medreason_lib.data.traces import load_traces
+from medreason_lib.settings import paths, progress
+from medreason_lib.settings.profiles import PROFILES
+from medreason_lib.training.sft_traces import trace_sft_data
 
 BUNDLED = paths.data_dir() / "pubmedqa" / "ori_pqal.json"
 
