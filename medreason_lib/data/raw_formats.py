@@ -29,21 +29,14 @@ from medreason_lib.settings.errors import UserError
 LETTERS = ("A", "B", "C", "D")
 PUBMEDQA_LABELS = ("yes", "no", "maybe")
 MMLU_SUBJECTS = (
-    "anatomy",
-    "clinical_knowledge",
-    "college_biology",
-    "college_medicine",
-    "medical_genetics",
+    "anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
     "professional_medicine",
-)
+)  # fmt: skip
 # The folder each task's raw files live in (under data/ and in the reference layout).
 TASK_FOLDERS = {
-    "pubmedqa": "pubmedqa",
-    "medqa": "medqa",
-    "medmcqa": "medmcqa",
-    "gsm8k": "gsm8k",
+    "pubmedqa": "pubmedqa", "medqa": "medqa", "medmcqa": "medmcqa", "gsm8k": "gsm8k",
     "mmlu_medical": "mmlu",
-}
+}  # fmt: skip
 PUBMEDQA_TEST_PMIDS_FILE = "pubmedqa_test_pmids.json"
 
 _GSM8K_FINAL = re.compile(r"####\s*(\S+)\s*$")
