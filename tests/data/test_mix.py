@@ -1,5 +1,5 @@
-"""The training mix chooses each task's label distribution (medreason_lib.data.label_balance and
-training_mix): sampling towards a target, scarce labels said out loud, options shuffled to
+"""The training mix chooses each task's label distribution (``medreason_lib.data.training_mix``
+and its ``label_balance``): sampling towards a target, scarce labels said out loud, options shuffled to
 balance the correct letter without ever detaching an answer from its option."""
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from collections import Counter
 
 import pytest
 
-from medreason_lib.data import label_balance, load_task, records_to_dataset, training_mix
-from medreason_lib.data.label_balance import (
+from medreason_lib.data import load_task, records_to_dataset, training_mix
+from medreason_lib.data.raw_formats import record
+from medreason_lib.data.training_mix import label_balance
+from medreason_lib.data.training_mix.label_balance import (
     balance_choices,
     label_shares,
     positional_options,
     sample_by_label,
     shuffle_slots,
 )
-from medreason_lib.data.raw_formats import record
 from medreason_lib.settings import paths
 from medreason_lib.settings.profiles import PROFILES
 

@@ -129,7 +129,7 @@ def test_bundled_samples_do_not_overlap_the_real_test_sets(task, sub):
 def test_shuffled_options_keep_every_answer_on_its_option(task, sub):
     """Balancing the gold letter on the real sets: the gold option's text never changes,
     options that point at positions stay put, and every letter lands near 25%."""
-    from medreason_lib.data.label_balance import balance_choices, positional_options
+    from medreason_lib.data.training_mix.label_balance import balance_choices, positional_options
 
     real = load(task, "test", sub)
     shuffled, balance = balance_choices(real, seed=0)
@@ -149,7 +149,7 @@ def test_shuffled_options_keep_every_answer_on_its_option(task, sub):
 
 
 def test_medmcqa_rows_naming_options_are_not_shuffled():
-    from medreason_lib.data.label_balance import balance_choices
+    from medreason_lib.data.training_mix.label_balance import balance_choices
 
     real = load("medmcqa", "test", "mirage/medmcqa")
     shuffled, _ = balance_choices(real, seed=0)

@@ -1,5 +1,10 @@
 """A profile's GRPO training data: the task mix, each task's labels chosen, decontaminated.
 
+The training mix is this folder, read top-down: this module builds it (the pools, the task
+shares through ``data.mix``, each task's labels, decontamination, the report), and
+``label_balance`` does the label sampling it asks for (targets, scarce labels, shuffled
+options). Nothing in ``label_balance`` calls back here.
+
 ``build_training_mix(profile)`` draws ``profile.train_size`` rows, ``profile.mix_weights``
 of them per task (70% PubMedQA / 30% GSM8K by default), from each task's training pool
 (``profile.train_splits``: on the GPU profiles PubMedQA's 500 labelled non-test items
@@ -29,11 +34,11 @@ from dataclasses import dataclass, field
 from datasets import Dataset, concatenate_datasets
 
 from medreason_lib import data
-from medreason_lib.data import label_balance
 from medreason_lib.data.benchmarks import evaluation_source
 from medreason_lib.data.decontaminate import Contamination, decontaminate_against
-from medreason_lib.data.label_balance import TaskBalance, label_shares, task_labels
 from medreason_lib.data.raw_formats import official_pubmedqa_test_pmids
+from medreason_lib.data.training_mix import label_balance
+from medreason_lib.data.training_mix.label_balance import TaskBalance, label_shares, task_labels
 from medreason_lib.scoring.stats import largest_remainder
 from medreason_lib.settings.profiles import Profile
 from medreason_lib.settings.progress import say_once
