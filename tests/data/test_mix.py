@@ -1,6 +1,6 @@
 """The training mix chooses each task's label distribution (``medreason_lib.data.training_mix``
-and its ``label_balance``): sampling towards a target, scarce labels said out loud, options shuffled to
-balance the correct letter without ever detaching an answer from its option."""
+and its ``label_balance``): sampling towards a target, scarce labels said out loud, options
+shuffled to balance the correct letter without ever detaching an answer from its option."""
 
 from __future__ import annotations
 
