@@ -31,6 +31,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# every test draws off-screen (a figure a test makes is checked, never shown)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 # GRPO steps of the shared run: enough for the course reward to rise measurably over a
 # 6-step window (test_training), and for the adapter to change the greedy completion of
 # export's fixed prompt (test_export; after 2 steps only the logits differ). Not more: at the

@@ -372,9 +372,6 @@ def test_gold_baselines(pubmedqa, bundled):
 
 
 def test_plots_show_the_report(bundled):
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.container import BarContainer
 
     from medreason_lib.evaluation import plots
@@ -390,9 +387,6 @@ def test_plots_show_the_report(bundled):
 
 
 def test_answer_distributions_and_lengths_side_by_side(bundled, pubmedqa):
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.container import BarContainer
 
     always_a = run(scripted_generator("A"), bundled)
@@ -609,9 +603,6 @@ def test_collapse_caveat_starts_above_ninety_percent(pubmedqa):
 
 
 def test_confusion_matrices_side_by_side(pubmedqa, bundled):
-    import matplotlib
-
-    matplotlib.use("Agg")
     before = run(scripted_generator("yes"), pubmedqa)
     after = run(scripted_generator(lambda r: r["answer"], pubmedqa), pubmedqa)
     fig = eval_plots.plot_confusion_matrices({"before": before, "after": after})

@@ -177,9 +177,6 @@ def test_metrics_csv_after_the_monitor_writes_the_shares(tmp_path):
 
 
 def test_plot_answer_shares_one_panel_per_task(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
     from medreason_lib.evaluation.plots import plot_answer_shares
 
     run = Run(TEST_LIKE | {"gsm8k": {"18": 1.0}}, steps=1)
