@@ -37,6 +37,12 @@ LOSS_TABLE = re.compile(r"Training Loss")
 TOKEN_ALIGNMENT = re.compile(r"PAD/BOS/EOS")
 BAR = re.compile(r"(\d{1,3})%\|[^|\n]*\|\s*(\d+)/(\d+)")
 BLOCK_LINES = 5  # a repeated block: this many consecutive lines, printed again verbatim
+# a line of printed JSON (a key and a value, a bracket): data, like model text, not a log line
+# (run.json prints its label targets and the shares the mix reached, often the same block)
+JSON_LINE = re.compile(
+    r'^\s*(?:"[^"]*"\s*:\s*)?(?:[\[\]{}]|\{\}|\[\]|"(?:[^"\\]|\\.)*"|-?\d[\d.eE+-]*'
+    r"|true|false|null)?[\[{]?,?\s*$"
+)
 MODEL_TEXT = re.compile(
     r"</?(?:reasoning|answer|think)>|<\|[a-z_]+\|>|^\s*\||^(?:Question|Context|Options):"
     r"|^Answer with"
@@ -139,6 +145,8 @@ def _repeated_blocks(index: int, shown: str, seen: dict) -> list[Noise]:
             for j in paragraph:
                 data[j] = True
         paragraph = []
+    json_lines = [bool(line.strip() and JSON_LINE.match(line)) for line in lines]
+    data = [d or j for d, j in zip(data, json_lines, strict=True)]
     found, covered = [], -1
     for start in range(len(lines) - BLOCK_LINES + 1):
         block = tuple(lines[start : start + BLOCK_LINES])

@@ -93,6 +93,17 @@ def test_model_text_and_prompts_shown_twice_are_not_noise():
     assert [(n.cell, n.kind) for n in find_noise(nb)] == [(3, "repeated-block")]
 
 
+def test_printed_json_with_a_value_twice_is_not_noise():
+    """A run.json whose label targets and reached shares are the same dict prints that block
+    twice in one cell: data, not a report said again. A log block repeated is still noise."""
+    import json
+
+    shares = {"pubmedqa": {"yes": 0.2, "no": 0.4, "maybe": 0.4}}
+    run_json = json.dumps({"label_targets": shares, "label_shares": shares}, indent=2) + "\n"
+    nb = _notebook([_stream(run_json)], [_stream(run_json + MIX_REPORT)], [_stream(MIX_REPORT)])
+    assert [(n.cell, n.kind) for n in find_noise(nb)] == [(2, "repeated-block")]
+
+
 def test_a_library_report_said_once_is_not_repeated(capsys):
     from medreason_lib.settings.progress import say_once
 
