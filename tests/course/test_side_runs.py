@@ -130,3 +130,30 @@ def test_export_loads_a_transformers_model_in_float32_to_merge(monkeypatch, tmp_
     seen.clear()
     export_save._load_folder(SMOL, tmp_path)
     assert seen["dtype"] == "float32"
+
+
+def test_a_cut_side_run_is_evaluated_on_a_few_items_of_every_task(capsys):
+    from datasets import Dataset
+
+    items = Dataset.from_list(
+        [{"id": f"{t}-{i}", "task": t} for t in ("pubmedqa", "medqa", "gsm8k") for i in range(6)]
+    )
+    assert exercises.side_run_items(PROFILES["tiny"], items) is items  # tiny: all of them
+    cut = exercises.side_run_items(PROFILES["smol"], items, per_task=4)
+    assert Counter(cut["task"]) == {"pubmedqa": 4, "medqa": 4, "gsm8k": 4}
+    assert cut["id"][:4] == [f"pubmedqa-{i}" for i in range(4)]  # the first ones, in order
+    assert "12 of the 18 items" in capsys.readouterr().out
+
+
+def test_a_build_is_moved_into_place_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "cache" / "entry"
+    with pytest.raises(RuntimeError), paths.building(final, "done.json") as tmp:
+        (tmp / "half.bin").write_text("x")
+        raise RuntimeError("the build failed")
+    assert not final.exists() and list(final.parent.iterdir()) == []  # nothing left behind
+    with paths.building(final, "done.json") as tmp:
+        (tmp / "done.json").write_text("{}")
+    assert (final / "done.json").is_file() and list(final.parent.iterdir()) == [final]
+    with paths.building(final, "done.json") as tmp:  # another process finished first
+        (tmp / "done.json").write_text('{"late": true}')
+    assert (final / "done.json").read_text() == "{}" and list(final.parent.iterdir()) == [final]
