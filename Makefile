@@ -54,7 +54,7 @@ endif
 	@touch $(STAMP)
 
 # make course PROFILE=smol: the laptop track (SmolLM2-135M-Instruct; 06 and 07 keep their
-# tiny stand-ins). PROFILE may also name a profile file (medreason_lib/profile_files.py).
+# tiny stand-ins). PROFILE may also name a profile file (medreason_lib/settings/profile_files.py).
 course: $(STAMP)
 	$(if $(PROFILE),MEDREASON_PROFILE=$(PROFILE)) $(PY) -m medreason_lib.course
 

@@ -51,7 +51,7 @@ RUN_STEPS = 12
 # (4 prompts of 4 completions), which halves a step's cost on a CPU (about 0.85 s instead
 # of 1.6 s). Their checks hold with margin at this batch: the shared run's course reward went
 # from 0.91 (first 6 steps) to 1.68 (last 6), the reversed-reward control's from 0.36 to
-# 0.01 (measured 2026-11-27). The tiny profile itself keeps 32 (medreason_lib/profiles.py):
+# 0.01 (measured 2026-11-27). The tiny profile itself keeps 32 (medreason_lib/settings/profiles.py):
 # the notebooks' 30-step run needs it for readable greedy answers.
 TEST_BATCH = 16
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Features, List, Value, concatenate_datasets
 
-from medreason_lib.data.decontaminate import DecontaminationReport, decontaminate
+from medreason_lib.data.decontamination import DecontaminationReport, decontaminate
 from medreason_lib.data.raw_formats import (
     MMLU_SUBJECTS,
     DataError,

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from medreason_lib.data.decontaminate import Contamination, decontaminate_against
+from medreason_lib.data.decontamination import Contamination, decontaminate_against
 from medreason_lib.scoring.template import SYSTEM_PROMPT, format_completion
 from medreason_lib.settings import paths
 from medreason_lib.settings.progress import say_once

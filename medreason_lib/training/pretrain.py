@@ -37,7 +37,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from medreason_lib.data import load_task
-from medreason_lib.data.decontaminate import Contamination, decontaminate_against
+from medreason_lib.data.decontamination import Contamination, decontaminate_against
 from medreason_lib.data.raw_formats import DataError, official_pubmedqa_test_pmids
 from medreason_lib.settings import paths
 from medreason_lib.settings.profiles import Profile

@@ -221,7 +221,7 @@ def test_lora_config_keywords_are_loraconfig_fields(course):
     call in our own source, and checked against peft's dataclass fields."""
     from peft import LoraConfig, TaskType
 
-    (call,) = course.function("medreason_lib/model_kwargs.py", "lora_config").calls("LoraConfig")
+    (call,) = course.function("medreason_lib/models/kwargs.py", "lora_config").calls("LoraConfig")
     passed = {k.arg for k in call.keywords}
     assert None not in passed and not call.args, "lora_config should pass keywords only"
     fields = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
@@ -341,7 +341,7 @@ def test_load_lora_call_matches_unsloth_zoo(unsloth, zoo, course):
     assert "functools.partial(load_lora, model)" in patch.attribute_assignments("load_lora")
     assert patch.imports()["load_lora"] == "unsloth_zoo.vllm_utils.load_lora"
     load_lora = zoo.function(ZOO_VLLM, "load_lora")
-    ours = course.function("medreason_lib/generation_vllm.py", "fast_generate_lora")
+    ours = course.function("medreason_lib/evaluation/generation_vllm.py", "fast_generate_lora")
     (call,) = ours.calls("model.load_lora")
     ad.assert_keywords_exist(load_lora, {k.arg for k in call.keywords})
     load_lora.signature().bind(MODEL, *(["adapter"] * len(call.args)))

@@ -93,7 +93,8 @@ CLONED = f"import os, sys; os.symlink({str(ROOT)!r}, 'course'); sys.path.insert(
 def test_a_t4_runtime_shows_the_course_a_t4_and_torch_its_cpu(tmp_path):
     code = CLONED + (
         "import torch\n"
-        "from medreason_lib import install, training_config\n"
+        "from medreason_lib.runtime import install\n"
+        "from medreason_lib.training import config as training_config\n"
         "print(install.read_gpu())\n"
         "print(torch.cuda.get_device_capability(), torch.cuda.is_bf16_supported())\n"
         "print(training_config.precision_flags())\n"

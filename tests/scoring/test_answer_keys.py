@@ -111,9 +111,9 @@ def test_02_q4_the_ngram_check_uses_13_word_runs():
     says("02", 4, "13-word run")
     import inspect
 
-    from medreason_lib.data import decontaminate
+    from medreason_lib.data import decontamination
 
-    default = inspect.signature(decontaminate.decontaminate).parameters["ngram"].default
+    default = inspect.signature(decontamination.decontaminate).parameters["ngram"].default
     assert default == 13
 
 

@@ -43,7 +43,7 @@ def test_the_readme_links_every_notebook_to_colab_at_the_home_and_notes_it_if_un
 
 
 def test_set_home_rewrites_every_copy_and_back(tmp_path):
-    for part in ("README.md", "docs", "notebooks", "medreason_lib/home.py"):
+    for part in ("README.md", "docs", "notebooks", "medreason_lib/settings/home.py"):
         source, target = ROOT / part, tmp_path / part
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)

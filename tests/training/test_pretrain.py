@@ -358,7 +358,7 @@ def test_cpt_lora_config_keywords_are_loraconfig_fields():
     from peft import LoraConfig
 
     course = ad.Source(ad.ROOT)
-    config = course.function("medreason_lib/model_kwargs.py", "cpt_lora_config")
+    config = course.function("medreason_lib/models/kwargs.py", "cpt_lora_config")
     (call,) = config.calls("LoraConfig")
     fields = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
     ad.assert_keywords_exist(fields, {k.arg for k in call.keywords}, "peft.LoraConfig")

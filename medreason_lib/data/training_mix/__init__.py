@@ -35,7 +35,7 @@ from datasets import Dataset, concatenate_datasets
 
 from medreason_lib import data
 from medreason_lib.data.benchmarks import evaluation_source
-from medreason_lib.data.decontaminate import Contamination, decontaminate_against
+from medreason_lib.data.decontamination import Contamination, decontaminate_against
 from medreason_lib.data.raw_formats import official_pubmedqa_test_pmids
 from medreason_lib.data.training_mix import label_balance
 from medreason_lib.data.training_mix.label_balance import TaskBalance, label_shares, task_labels

@@ -4,4 +4,4 @@ recording that the course asked for it.)"""
 
 __version__ = "0.50.2"
 
-from medreason_lib import nn, optim  # noqa: E402, F401
+from . import nn, optim  # noqa: E402, F401

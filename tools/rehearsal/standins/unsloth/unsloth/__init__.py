@@ -58,8 +58,7 @@ def is_bfloat16_supported() -> bool:
     return SUPPORTS_BFLOAT16
 
 
-from medreason_lib import _trl_patch  # noqa: E402
-
+from . import _trl_patch  # noqa: E402
 from ._loader import FastLanguageModel, FastModel  # noqa: E402
 
 _trl_patch.patch_trl()

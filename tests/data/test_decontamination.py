@@ -11,7 +11,7 @@ import pytest
 from conftest import CapturingTrainer
 from medreason_lib import training
 from medreason_lib.data import load_task, records_to_dataset, training_mix
-from medreason_lib.data.decontaminate import decontaminate_against
+from medreason_lib.data.decontamination import decontaminate_against
 from medreason_lib.data.raw_formats import official_pubmedqa_test_pmids, record
 from medreason_lib.settings import paths
 from medreason_lib.settings.profiles import PROFILES
