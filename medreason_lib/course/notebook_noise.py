@@ -19,7 +19,7 @@ path) and returns one ``Noise`` per finding, of these kinds:
   left out.
 
 Text bars are read as a front end shows them: of each line, what follows its last ``\\r``.
-``make course`` counts the findings of every notebook it runs; tests/course/test_notebook_noise.py
+``make course`` counts the findings of every notebook it runs; tests/course/test_executed_copies.py
 asserts there are none.
 """
 

@@ -25,15 +25,16 @@ number of this run belongs in a cell that prints it.
 A quoted number is found when a value shown by the code rounds to it at the precision it is
 quoted with (``56.2%`` is found in ``0.5625``; ``0.66`` in ``0.6612``). That is lenient: a
 stale number can hide behind another value that happens to round to it. It catches what
-matters most, a number no output shows at all. tests/course/test_notebook_numbers.py runs it on
+matters most, a number no output shows at all. tests/course/test_executed_copies.py runs it on
 every notebook that ``make course`` executed.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from medreason_lib.course.notebook_noise import Noise
 
 SOURCE_MARKER = re.compile(r"<!--\s*numbers:\s*(?P<source>[^>]*?\S)\s*-->")
 _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
@@ -55,13 +56,13 @@ _HIDDEN = [
 _VALUE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
-@dataclass(frozen=True)
-class Unproduced:
-    """A number quoted in markdown cell ``cell`` (0-based) that no code cell shows."""
+class Unproduced(Noise):
+    """A number quoted in markdown cell ``cell`` (0-based) that no code cell shows: a finding
+    of ``notebook_noise``'s shape whose kind is the number."""
 
-    cell: int
-    number: str
-    excerpt: str
+    @property
+    def number(self) -> str:
+        return self.kind
 
     def __str__(self) -> str:
         return f"cell {self.cell}: {self.number!r} in ...{self.excerpt}..."

@@ -118,17 +118,17 @@ def evaluate_model(
     """
     settings = settings or EvalSettings.from_profile(profile)
     dataset = dataset if dataset is not None else profile_benchmarks(profile)
-    with load_for_items(profile, dataset, settings, base=base, adapter=adapter) as loaded:
+    which = {"base": base, "adapter": adapter}  # the model, loaded and named in the records
+    with load_for_items(profile, dataset, settings, **which) as loaded:
         return evaluate_loaded(
             loaded,
             profile,
             name,
-            base=base,
-            adapter=adapter,
             settings=settings,
             dataset=dataset,
             resume=resume,
             progress=progress,
+            **which,
         )
 
 

@@ -29,12 +29,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medreason_lib import models
 from medreason_lib.evaluation import evaluation_source, model_identity
 from medreason_lib.evaluation.loop import eval_dir
+from medreason_lib.evaluation.records import report_dict
 from medreason_lib.scoring.stats import wilson_interval
 from medreason_lib.settings.profiles import Profile
 from medreason_lib.settings.progress import progress_bar
@@ -70,10 +71,9 @@ def _check_source(source) -> str:
 
 def _check_benchmarks(benchmarks) -> list[str]:
     names = list(benchmarks or LM_EVAL_TASKS)
-    unknown = [b for b in names if b not in LM_EVAL_TASKS]
-    if unknown or not names:
+    if unknown := [b for b in names if b not in LM_EVAL_TASKS]:
         raise LoglikError(
-            f"log-likelihood evaluation: unknown benchmark(s) {unknown or names}; valid: "
+            f"log-likelihood evaluation: unknown benchmark(s) {unknown}; valid: "
             f"{', '.join(LM_EVAL_TASKS)} (GSM8K has no options to score)"
         )
     return names
@@ -195,10 +195,7 @@ class LoglikReport:
         return self.summary()
 
     def to_dict(self, records: bool = False) -> dict:
-        d = asdict(self)
-        if not records:
-            d.pop("records")
-        return d
+        return report_dict(self, records)
 
     def save(self, path: str | Path) -> Path:
         """``<path>.json`` (the summary) and ``<path>.jsonl`` (the records)."""

@@ -74,6 +74,15 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def report_dict(report, records: bool = False) -> dict:
+    """A report (a dataclass with a ``records`` field) as a dict; the records, one per item,
+    only when asked."""
+    d = asdict(report)
+    if not records:
+        d.pop("records")
+    return d
+
+
 @dataclass
 class RecordsReport:
     """What every evaluation report shares (``reports.EvalReport``,
@@ -118,10 +127,7 @@ class RecordsReport:
         return self.overall.failed
 
     def to_dict(self, records: bool = False) -> dict:
-        d = asdict(self)
-        if not records:
-            d.pop("records")
-        return d
+        return report_dict(self, records)
 
     def save(self, path: str | Path) -> Path:
         """Write the report as JSON: the stats, settings and the item ids in order; the

@@ -152,33 +152,24 @@ def load_model(
 
     Returns an ``EvalModel`` (left padding, eval mode) to use in a ``with`` block.
     """
+    if adapter is not None and profile.uses_unsloth and profile.use_vllm:
+        raise ValueError(
+            f"profile {profile.name!r} generates with vLLM, which cannot see a peft-wrapped "
+            "adapter: use models.load_for_eval(profile, adapter=...) and pass its lora_path"
+        )
     name = str(base) if base else profile.model_id
     if not profile.uses_unsloth:
         name = resolve_model_id(name, seed=profile.seed)
-        check_before_loading(name, adapter)
-        model, tokenizer = _load_tiny(name, dtype or transformers_dtype(profile))
-        if adapter is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter))
-    else:
-        if adapter is not None and profile.use_vllm:
-            raise ValueError(
-                f"profile {profile.name!r} generates with vLLM, which cannot see a peft-wrapped "
-                "adapter: use models.load_for_eval(profile, adapter=...) and pass its lora_path"
-            )
-        check_before_loading(name, adapter)
+    check_before_loading(name, adapter)
+    if profile.uses_unsloth:
         model, tokenizer = _load_unsloth(profile, name)
-        if adapter is not None:
-            from peft import PeftModel
+    else:
+        model, tokenizer = _load_tiny(name, dtype or transformers_dtype(profile))
+    if adapter is not None:
+        from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter))
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    tokenizer.padding_side = "left"
-    model.eval()
-    return EvalModel(model, tokenizer)
+        model = PeftModel.from_pretrained(model, str(adapter))
+    return for_inference(profile, EvalModel(model, tokenizer))
 
 
 def for_inference(profile: Profile, loaded: EvalModel) -> EvalModel:

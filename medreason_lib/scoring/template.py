@@ -224,12 +224,4 @@ def parse_completion(completion) -> ParsedCompletion:
         and canonical.find(REASONING_CLOSE) < canonical.find(ANSWER_OPEN)
         and not trailing.strip()
     )
-    return ParsedCompletion(
-        reasoning=reasoning,
-        answer=answer,
-        answer_blocks=blocks,
-        well_formed=well_formed,
-        style=style,
-        trailing=trailing,
-        canonical=canonical,
-    )
+    return ParsedCompletion(reasoning, answer, blocks, well_formed, style, trailing, canonical)

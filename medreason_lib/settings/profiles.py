@@ -192,34 +192,33 @@ class Profile:
         return self.replace(**SFT_SETTINGS[name])
 
 
+# What the two CPU profiles share: a full-precision LoRA on the bundled samples, a constant
+# learning rate with no warmup, plain AdamW, a checkpoint every 10 steps
+_CPU = dict(
+    load_in_4bit=False, data_source="bundled", train_splits={}, num_generations=4,
+    lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch", save_steps=10, seed=0,
+)  # fmt: skip
+
 _TINY = Profile(
     name="tiny",
     model_id="tiny:qwen2",
     family="qwen2",
     description="CPU/CI: random-init Qwen2-shaped model built locally, bundled samples",
-    load_in_4bit=False,
     max_seq_length=384,
     lora_rank=8,
     lora_alpha=16,
     max_prompt_length=320,
     max_completion_length=48,
-    num_generations=4,
     temperature=1.0,
-    data_source="bundled",
-    train_splits={},
     train_size=32,
     eval_size=16,
     max_steps=30,
     learning_rate=5e-3,
-    lr_scheduler_type="constant",
     per_device_train_batch_size=32,
-    warmup_steps=0,
     weight_decay=0.0,
     max_grad_norm=1.0,
-    optim="adamw_torch",
-    save_steps=10,
     sft_warmup_steps=150,
-    seed=0,
+    **_CPU,
 )
 
 # The GRPO recipe the two Qwen GPU profiles share: MedQwen3B-Reasoner's, and the same at 8B
@@ -257,7 +256,6 @@ PROFILES: dict[str, Profile] = {
             description="laptop track: SmolLM2-135M-Instruct, a real instruct model, LoRA "
             "with transformers on the CPU (a GPU works too)",
             backend="transformers",
-            load_in_4bit=False,
             max_seq_length=672,  # = max_prompt_length + max_completion_length
             lora_rank=16,
             lora_alpha=32,
@@ -267,24 +265,17 @@ PROFILES: dict[str, Profile] = {
             # warm-started answers average 43-71 tokens; a step waits for its longest, and at
             # 192 the steps with a cut one took 75-89 s against about 40 (2026-12-06)
             max_completion_length=160,
-            num_generations=4,
             temperature=0.9,
-            data_source="bundled",
-            train_splits={},
             train_size=64,
             eval_size=20,
             max_steps=12,
             learning_rate=1e-4,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
             per_device_train_batch_size=16,  # 4 prompts x 4: 27-89 s a step (README, smol)
             beta=0.04,  # a KL term: a real model's answers must not drift onto one label
             # PubMedQA labels against the model's "yes" lean. Greedy "yes" on 20 test items after
             # 12 steps: thirds 80% -> 95%; these: 20%, "no" 45% (accuracy 65% -> 30%: it
             # learns the mix's label prior, not the abstracts; one run each, 2026-12-06)
             label_targets={"pubmedqa": {"yes": 0.2, "no": 0.4, "maybe": 0.4}},
-            optim="adamw_torch",
-            save_steps=10,
             # 100 real test items (20 a benchmark) where shared/reference-data is here
             eval_source="reference",
             # a side run (an exercise's comparison, a loss variant): 1 step of 2 prompts
@@ -297,7 +288,7 @@ PROFILES: dict[str, Profile] = {
             # + 5 PubMedQA training items a label with their conclusions, in the real prompt
             # format (the bundled 3 "maybe" repeat): greedy "yes" on 20 test items 17 -> 16
             warmstart_conclusions=5,
-            seed=0,
+            **_CPU,
         ),
         Profile(
             name="3b",

@@ -2,9 +2,9 @@
 table, no progress bar frozen short of its end, no PAD/BOS/EOS alignment warning, and the note
 on the official evaluation sets once at most (medreason_lib.course.notebook_noise).
 
-Three layers: the checker itself on hand-made outputs; every notebook copy that ``make course``
-wrote under runs/<profile>/notebooks/ (when there are any); and, so that this never passes for
-want of copies, one cheap notebook executed here that trains, resumes (in the kernel, as
+Two layers here: the checker itself on hand-made outputs and, so that this never passes for want
+of copies (tests/course/test_executed_copies.py checks those ``make course`` wrote), one cheap
+notebook executed here that trains, resumes (in the kernel, as
 notebook 04 does) and evaluates through the library.
 """
 
@@ -13,10 +13,8 @@ from __future__ import annotations
 import textwrap
 
 import nbformat
-import pytest
 
 from conftest import seed_tiny_model
-from medreason_lib.course import executed_copies
 from medreason_lib.course.notebook_noise import as_shown, find_noise
 from medreason_lib.settings.progress import (
     FinalLineBar,
@@ -193,17 +191,6 @@ def test_quiet_libraries_drops_only_the_harmless_bos_warning():
         logger.removeHandler(handler)
     assert len(seen) == 1 and "pad_token_id" in seen[0]
     assert sum(type(f).__name__ == "_DropHarmlessAlignment" for f in logger.filters) == 1
-
-
-@pytest.mark.parametrize(
-    "path", executed_copies(), ids=lambda p: f"{p.parent.parent.name}/{p.stem}"
-)
-def test_make_course_copies_are_clean(path):
-    noise = find_noise(path)
-    assert not noise, (
-        f"{path} (written by `make course`; run it again after a fix) shows noise:\n"
-        + "\n".join(str(n)[:200] for n in noise)
-    )
 
 
 CELLS = [

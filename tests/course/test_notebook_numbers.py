@@ -1,18 +1,13 @@
 """A number the notebooks' text quotes is a number their run shows (issue 24, item 1).
 
-Two layers: the checker (``medreason_lib.course.notebook_numbers``) on hand-made notebooks, and
-every
-notebook copy that ``make course`` executed (``runs/<profile>/notebooks/``), where it must find
-nothing. On a fresh clone there are no copies and that layer has no cases; run ``make course``
-(or ``python -m medreason_lib.course --only 04``), then this test.
+The checker (``medreason_lib.course.notebook_numbers``) on hand-made notebooks; every notebook
+copy that ``make course`` executed is checked by tests/course/test_executed_copies.py.
 """
 
 from __future__ import annotations
 
 import nbformat
-import pytest
 
-from medreason_lib.course import executed_copies
 from medreason_lib.course.notebook_numbers import is_shown, quoted_numbers, unproduced
 
 
@@ -54,16 +49,3 @@ def test_rounding_and_percentages():
     assert is_shown("56.2%", {0.5625}) and is_shown("56.2%", {56.25})
     assert is_shown("0.66", {0.6612}) and not is_shown("0.66", {0.67})
     assert is_shown("3,194.6", {3194.63}) and is_shown("127 s", {127.4})
-
-
-@pytest.mark.parametrize(
-    "path", executed_copies(), ids=lambda p: f"{p.parent.parent.name}/{p.stem}"
-)
-def test_make_course_copies_quote_only_numbers_their_run_shows(path):
-    found = unproduced(path)
-    assert not found, (
-        f"{path} (written by `make course`; run it again after a fix) quotes numbers its "
-        "outputs do not show. Print the sentence from the run's values, name what to look "
-        "for instead, or mark a published/dated figure with <!-- numbers: its source -->:\n"
-        + "\n".join(str(u)[:200] for u in found)
-    )

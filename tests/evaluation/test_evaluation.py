@@ -283,15 +283,9 @@ def test_resume_retries_failed_items_and_refuses_other_settings(pubmedqa, tmp_pa
     again = run(second, pubmedqa, name="flaky", out_dir=tmp_path, resume=True)
     assert again.failed == 0 and sum(len(b) for b in second.asked) == 16
     other = EvalSettings(generation=GenerationSettings(max_new_tokens=7))
+    yes = scripted_generator("yes")
     with pytest.raises(ValueError, match="other settings"):
-        run(
-            scripted_generator("yes"),
-            pubmedqa,
-            name="flaky",
-            out_dir=tmp_path,
-            resume=True,
-            settings=other,
-        )
+        run(yes, pubmedqa, name="flaky", out_dir=tmp_path, resume=True, settings=other)
 
 
 def test_report_saved_as_json_and_loaded_back(pubmedqa, tmp_path):
@@ -450,16 +444,10 @@ def test_model_identity_follows_the_weights(tmp_path):
 
 
 def test_resume_refuses_another_models_records(pubmedqa, tmp_path):
-    run(scripted_generator("yes"), pubmedqa, name="m", out_dir=tmp_path, model_id="a")
+    yes = scripted_generator("yes")
+    run(yes, pubmedqa, name="m", out_dir=tmp_path, model_id="a")
     with pytest.raises(ValueError, match="another model"):
-        run(
-            scripted_generator("yes"),
-            pubmedqa,
-            name="m",
-            out_dir=tmp_path,
-            model_id="b",
-            resume=True,
-        )
+        run(yes, pubmedqa, name="m", out_dir=tmp_path, model_id="b", resume=True)
     counting = Counting(scripted_generator("yes"))
     again = run(counting, pubmedqa, name="m", out_dir=tmp_path, model_id="a", resume=True)
     assert counting.asked == [] and again.model == "a" and "model a" in str(again)

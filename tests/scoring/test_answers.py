@@ -77,9 +77,24 @@ def test_option_text_only_counts_when_options_are_known():
         ("1/2", "0.5"),
         ("\\frac{1}{2}", "0.5"),
         ("\\boxed{1,200}", "1200"),
+        # more than one number: the stated or the leading one
+        ("The answer is 18", "18"),
+        ("18 dollars (3 x 6)", "18"),
+        ("18, because 3 x 6 = 18", "18"),
+        ("18\n3 x 5 = 15 for the first week", "18"),
+        ("$1,000.50", "1000.5"),
+        ("−3", "-3"),
+        ("-$5", "-5"),
+        ("answer: -7.5", "-7.5"),
+        ("3/4 cup", "0.75"),
+        ("25%", "25"),
+        ("#### 72", "72"),
+        ("3 x 6 = 18", "18"),
+        ("5 apples and 3 pears, so the answer is 8", "8"),
+        ("Final answer: 1,234", "1234"),
     ],
 )
-def test_number_variants(said, value):
+def test_number_variants_and_the_stated_or_leading_one(said, value):
     assert extract_answer(wrap(said), "gsm8k") == value
 
 
@@ -252,29 +267,6 @@ def test_letters_are_valid_only_for_the_options_given():
     assert extract_answer(wrap("E"), "medqa", CHOICES) is None  # four options
     assert extract_answer(wrap("E. Warfarin"), "medqa", [*CHOICES, "Aspirin"]) == "E"
     assert extract_answer(wrap("E"), "medqa") == "E"  # options unknown: A-E
-
-
-@pytest.mark.parametrize(
-    ("said", "value"),
-    [
-        ("The answer is 18", "18"),
-        ("18 dollars (3 x 6)", "18"),
-        ("18, because 3 x 6 = 18", "18"),
-        ("18\n3 x 5 = 15 for the first week", "18"),
-        ("$1,000.50", "1000.5"),
-        ("−3", "-3"),
-        ("-$5", "-5"),
-        ("answer: -7.5", "-7.5"),
-        ("3/4 cup", "0.75"),
-        ("25%", "25"),
-        ("#### 72", "72"),
-        ("3 x 6 = 18", "18"),
-        ("5 apples and 3 pears, so the answer is 8", "8"),
-        ("Final answer: 1,234", "1234"),
-    ],
-)
-def test_numbers_take_the_stated_or_leading_one(said, value):
-    assert extract_answer(wrap(said), "gsm8k") == value
 
 
 @pytest.mark.parametrize(

@@ -90,18 +90,15 @@ class MixReport:
     def plot(self):
         """Bars per task: the source's label shares, the target and the mix's shares."""
         import matplotlib.pyplot as plt
+        import pandas as pd
 
         tasks = list(self.tasks)
         fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 2.8), squeeze=False)
         for ax, task in zip(axes[0], tasks, strict=True):
             b = self.tasks[task]
-            labels = list(b.counts)
-            series = {"source": b.pool_shares, "target": b.target or {}, "mix": b.shares}
-            for i, (name, shares) in enumerate(series.items()):
-                xs = [x + (i - 1) * 0.27 for x in range(len(labels))]
-                ax.bar(xs, [shares.get(k, 0) for k in labels], 0.27, label=name)
-            ax.set_xticks(range(len(labels)), labels)
-            ax.set_ylim(0, 1)
+            shares = {"source": b.pool_shares, "target": b.target or {}, "mix": b.shares}
+            frame = pd.DataFrame(shares, index=list(b.counts)).fillna(0.0)
+            frame.plot.bar(ax=ax, rot=0, width=0.8, ylim=(0, 1), legend=False)
             ax.set_title(f"{task} ({b.n} rows)")
         axes[0][0].set_ylabel("share of the task's rows")
         axes[0][0].legend(fontsize="small")
