@@ -361,3 +361,57 @@ def test_the_layer_table_is_read_and_enforced():
         layers(README_SAMPLE.replace("| `c` |", "| `c`, `a/` |"))
     with pytest.raises(ValueError, match="no '## The library'"):
         layers("# nothing here\n")
+
+
+# the test folders that are not a library part: the command line (the package root), the GPU
+# path across parts (stand-ins, API drift, the smoke script), and the project's own shape
+TEST_FOLDERS_BESIDE_PARTS = {"cli", "gpu_path", "project"}
+
+
+def test_the_tests_follow_the_parts():
+    """A change to one part has an obvious set of tests: ``tests/<part>/`` for every part
+    folder, and no test file loose in ``tests/``."""
+    parts = {part_of(m) for m in modules() if (PACKAGE / part_of(m)).is_dir()}
+    tests = ROOT / "tests"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert not parts - folders, f"parts with no tests/<part>/ folder: {sorted(parts - folders)}"
+    extra = folders - parts - TEST_FOLDERS_BESIDE_PARTS
+    assert not extra, f"test folders that name no part: {sorted(extra)}"
+    for folder in folders:
+        assert list((tests / folder).glob("test_*.py")), f"tests/{folder}/ holds no test file"
+    assert not list(tests.glob("test_*.py")), "test files loose in tests/: put them in a part"
+
+
+def _notebook_imports(path: Path):
+    """``(cell, module, names)`` of every ``from medreason_lib... import`` and ``import
+    medreason_lib...`` in a notebook's code cells (shell and magic lines left out)."""
+    for number, source in _code_cells(path):
+        code = "\n".join(line for line in source.splitlines() if line.lstrip()[:1] not in "!%")
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medreason_lib"):
+                yield number, node.module, [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("medreason_lib"):
+                        yield number, alias.name, []
+
+
+@pytest.mark.parametrize(
+    "notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name
+)
+def test_notebooks_import_public_names_that_exist(notebook):
+    """A notebook imports a part, a module or a name by its public name: nothing private
+    (no ``_`` name anywhere in the import) and nothing that does not exist."""
+    import importlib
+
+    problems = []
+    for cell, module, names in _notebook_imports(notebook):
+        private = [p for p in [*module.split("."), *names] if p.startswith("_")]
+        if private:
+            problems.append(f"cell {cell}: {module} import {names}: private {private}")
+            continue
+        imported = importlib.import_module(module)
+        for name in names:
+            if not hasattr(imported, name) and importlib.util.find_spec(f"{module}.{name}") is None:
+                problems.append(f"cell {cell}: {module} has no {name}")
+    assert not problems, f"{notebook.name}:\n" + "\n".join(problems)
