@@ -9,7 +9,7 @@ in one process:
 2. no gradient checkpointing, float32;
 3. no gradient checkpointing, bf16 autocast (``bf16=True``: the weights stay float32, the
    matrix products run in bf16). Where the CPU has no native bf16 (AVX512-BF16 or AMX) it is
-   emulated and slower: ``training_config.cpu_has_bf16`` says which, and the course's
+   emulated and slower: ``training.config.cpu_has_bf16`` says which, and the course's
    ``machine_flags`` uses bf16 only where it is native.
 
 Each figure is seconds per step after one warm-up step; the ratios are to setting 1, in the

@@ -3,7 +3,7 @@
 The GPU profiles' ``max_prompt_length``, ``max_completion_length`` and ``max_seq_length``
 (``medreason_lib/settings/profiles.py``) are set from this script's figures. For each family
 (``qwen2`` = profile ``3b``, ``qwen3`` = ``8b``, ``gpt-oss`` = ``20b``) it renders every row of
-the real data exactly as the trainer does (``training_config.prompt_lengths``: the course's
+the real data exactly as the trainer does (``training.config.prompt_lengths``: the course's
 system prompt + the task's user turn, through the chat template with the profile's
 ``chat_template_kwargs`` and the generation prompt) and prints, per task, the count, mean,
 p50/p90/p95/p99 and maximum prompt tokens, the fixed part of every prompt (chat template +

@@ -13,7 +13,7 @@ weights), so a retrained adapter never resumes another model's records.
 
 The pieces live in their own modules and are re-exported here, so
 ``from medreason_lib.evaluation import evaluate, EvalReport, compare, load_benchmark`` works:
-``eval_loop`` (``evaluate``: the batches, the records, resuming), ``eval_sets`` (the item
+``loop`` (``evaluate``: the batches, the records, resuming), ``data.benchmarks`` (the item
 sets, gold baselines, published numbers), ``reports`` (settings, report, ``compare``) and
 ``stats`` (Wilson interval, McNemar test).
 """

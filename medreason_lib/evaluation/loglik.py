@@ -10,7 +10,7 @@ one, so a learner can put the course's models beside such tables.
 
 - ``task_manager(source, n, seed)``: lm-eval's ``TaskManager`` over the course's own task
   configs (``medreason_lib/lm_eval_tasks``: one YAML per benchmark). Their documents come
-  from the course's readers of the upstream raw files (``eval_sets.load_benchmark``), so it
+  from the course's readers of the upstream raw files (``benchmarks.load_benchmark``), so it
   runs offline: on the bundled samples, or on any folder of upstream raw files.
 - ``task_docs``: the documents of each task (what would be scored), without a model.
 - ``score_loaded(loaded, ...)``: scores a model the course loaded (``models.load_model``)
@@ -127,7 +127,7 @@ def _course_bars(show: bool):
 def task_manager(source="bundled", n: int | None = None, seed: int = 0):
     """lm-eval's ``TaskManager`` over the course's task configs only (no built-in task is
     indexed). ``source``/``n``/``seed`` reach every task as metadata: the documents are
-    ``eval_sets.load_benchmark(name, n, seed, source)``, the same items the course's
+    ``benchmarks.load_benchmark(name, n, seed, source)``, the same items the course's
     generative evaluation draws with the same ``n`` and ``seed``."""
     from lm_eval.tasks import TaskManager
 
@@ -284,7 +284,7 @@ def score_loaded(
     """Score a loaded model (``loaded`` stays open) by log-likelihood with lm-eval's HF backend.
 
     ``source`` (default the profile's ``data_source``), ``n`` and ``seed`` (default the
-    profile's) pick the documents as ``eval_sets.load_benchmark`` does; ``limit`` keeps the
+    profile's) pick the documents as ``benchmarks.load_benchmark`` does; ``limit`` keeps the
     first ``limit`` of each task (lm-eval's own ``limit``, for quick checks). Zero-shot, no
     chat template unless ``apply_chat_template`` (published lm-eval tables use none). One
     progress bar over the scored requests unless ``progress=False``.

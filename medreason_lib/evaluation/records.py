@@ -2,7 +2,7 @@
 and what every report built from one shares (``RecordsReport``: stats from the records, the
 report saved as ``<name>.json`` beside them and loaded back from both).
 
-``eval_loop.evaluate`` appends one JSON line per item after every batch, so an interrupted
+``loop.evaluate`` appends one JSON line per item after every batch, so an interrupted
 evaluation resumes where it stopped. A kill can land in the middle of a write and leave the
 last line cut off: ``read_records`` ignores it, and ``drop_cut_off_line`` removes it before
 more records are appended, so it is never glued to the next one. A damaged line anywhere else

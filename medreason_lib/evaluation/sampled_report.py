@@ -1,7 +1,7 @@
 """Sampled evaluation's records and report: k completions per item, scored as avg@k, maj@k and
 pass@k, beside greedy decoding on the same items (issue 25).
 
-``eval_loop.evaluate`` with ``settings.generation.samples = k > 1`` draws k completions per
+``loop.evaluate`` with ``settings.generation.samples = k > 1`` draws k completions per
 item (vLLM: one request with ``n=k``; transformers: one ``generate`` call with
 ``num_return_sequences=k``; a plain callable: each prompt k times in one call), scores each
 with the harness's one extractor, and writes one record per item holding its k samples
@@ -19,7 +19,7 @@ with the harness's one extractor, and writes one record per item holding its k s
 ``with_greedy(report)`` puts the greedy evaluation of the same items beside them (it refuses
 other items, prompts, system prompt, token budget or model), ``summary()`` prints them side
 by side with the settings (k, temperature, top_p, seed, max_new_tokens) and how published
-numbers decoded (``eval_sets.PUBLISHED``'s ``decoding``), and ``save`` writes it all as JSON
+numbers decoded (``benchmarks.PUBLISHED``'s ``decoding``), and ``save`` writes it all as JSON
 beside the records' JSONL.
 """
 
@@ -41,7 +41,7 @@ from medreason_lib.scoring.sampled_stats import (
     signal_share,
 )
 
-# What a sample keeps of the harness's one-completion record (``eval_loop._score``).
+# What a sample keeps of the harness's one-completion record (``loop._score``).
 SAMPLE_FIELDS = ("extracted", "correct", "well_formed", "completion", "truncated", "n_tokens")
 ITEM_FIELDS = ("id", "task", "gold", "error", "prompt_hash", "settings_hash", "model")
 
@@ -207,7 +207,7 @@ class SampledReport(RecordsReport):
             f"pass@{k}: at least one of {k} samples right (Chen et al.). NOT an accuracy: nobody "
             "can pick the right sample",
             f"  without the answer key (four letters at random: pass@{k} = {1 - 0.75**k:.0%}).",
-            "published numbers (eval_sets.PUBLISHED, 'decoding'): none states its decoding;",
+            "published numbers (data.benchmarks.PUBLISHED, 'decoding'): none states its decoding;",
             *(f"  {name}'s own evaluator: {d['protocol']}" for name, d in AUTHORS_DECODING.items()),
         ]
         return "\n".join(lines)

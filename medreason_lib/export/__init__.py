@@ -7,14 +7,14 @@ each step lives in a module of its own, below it:
 
 - ``runs``: find a finished run (``check_run``, ``load_run``, ``run_base_model``) and
   ``ExportUnavailable``, the error of an export that cannot run here;
-- ``export_save``: ``save_adapter`` (the adapter, its tokenizer and a model card, in
+- ``save``: ``save_adapter`` (the adapter, its tokenizer and a model card, in
   ``adapter/``) and ``merge`` (the adapter folded into the base weights, ``merged/``);
-- ``export_verify``: ``verify_adapter``, the proof that the adapter trained and that the merge
+- ``verify``: ``verify_adapter``, the proof that the adapter trained and that the merge
   kept it (a LoRA that went wrong usually fails silently: the model behaves like the base);
-- ``export_gguf``: ``to_gguf``, a llama.cpp GGUF file through Unsloth (GPU profiles only;
+- ``gguf``: ``to_gguf``, a llama.cpp GGUF file through Unsloth (GPU profiles only;
   ``ExportUnavailable`` elsewhere, raised before anything is loaded);
-- ``export_hub``: ``push_to_hub``, with the token from ``HF_TOKEN`` (never printed or written);
-- ``export_serve``: ``write_modelfile`` and ``write_vllm_files``, an Ollama Modelfile and a
+- ``hub``: ``push_to_hub``, with the token from ``HF_TOKEN`` (never printed or written);
+- ``serve``: ``write_modelfile`` and ``write_vllm_files``, an Ollama Modelfile and a
   vLLM ``serve`` command, both carrying the course's system prompt
   (``template.SYSTEM_PROMPT``), which the model was trained with and needs at inference.
 

@@ -12,7 +12,7 @@ Two paths, chosen by the profile, never by the notebook:
 only. Unsloth patches trl and transformers when imported, so on a GPU it must come first:
 ``prepare_runtime`` (called by ``course.start``) imports it before anything else loads trl.
 
-The keyword arguments passed to Unsloth, peft and vLLM are built in ``model_kwargs`` by small
+The keyword arguments passed to Unsloth, peft and vLLM are built in ``models.kwargs`` by small
 functions that return plain dicts (``unsloth_load_kwargs``, ``unsloth_peft_kwargs``, ...,
 re-exported here), so the API-drift tests can check every keyword against the pinned sources
 without a GPU.
@@ -77,7 +77,7 @@ def prepare_runtime(profile: Profile) -> None:
 
 def _load_tiny(model_path: str, dtype: str = "float32"):
     """The transformers backend: the tiny models (float32), smol, or any causal LM (in
-    ``model_kwargs.transformers_dtype(profile)``, which the callers pass)."""
+    ``models.kwargs.transformers_dtype(profile)``, which the callers pass)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

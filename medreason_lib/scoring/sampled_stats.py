@@ -5,7 +5,7 @@ give; three protocols, three different questions:
 
 - ``avg@k``: the mean accuracy over k samples per item at a temperature. One sampled run
   per item is avg@1 (HuatuoGPT-o1's released evaluator samples once at temperature 0.5;
-  ``eval_sets.AUTHORS_DECODING``); avg@k estimates the same quantity with less noise. Its
+  ``benchmarks.AUTHORS_DECODING``); avg@k estimates the same quantity with less noise. Its
   interval must count *items* as the independent units: the k samples of one item are
   alike, so treating n x k samples as independent would make the interval too narrow.
   ``avg_at_k`` takes each item's share of right samples and gives the mean with a normal

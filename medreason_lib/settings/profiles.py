@@ -350,7 +350,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 # The profile each family scales to on a GPU, and its CPU stand-in.
-# The trackers ``Profile.report_to`` may name: the package each needs (``training_config.
+# The trackers ``Profile.report_to`` may name: the package each needs (``training.config.
 # preflight`` checks it is installed before a model loads).
 TRACKERS = {"trackio": "trackio", "wandb": "wandb"}
 

@@ -73,7 +73,7 @@ def precision_flags(profile: Profile | None = None) -> dict:
     "Model is in float16 precision but you want to use bfloat16" on bf16=True. Not
     ``torch.cuda.is_bf16_supported()``: it counts emulation and says True on a T4 (7.5).
     On a CPU: float32 for the tiny models (their recorded results), bf16 autocast for a real
-    model where the CPU has bf16 (``cpu_has_bf16``), which ``model_kwargs.transformers_dtype``
+    model where the CPU has bf16 (``cpu_has_bf16``), which ``models.kwargs.transformers_dtype``
     also loads in bf16 (so autocast has nothing to cast)."""
     import os
 

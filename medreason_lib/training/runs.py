@@ -59,7 +59,7 @@ def run_base_model(profile: Profile, run_dir: str | Path | None = None) -> str:
 
 def load_run(profile: Profile, run_dir: str | Path | None = None) -> TrainingRun:
     """The finished ``TrainingRun`` in ``run_dir`` (default ``runs/<profile>/grpo``), its
-    adapter and a local base model checked whole (``model_folders``) before anything loads."""
+    adapter and a local base model checked whole (``models.folders``) before anything loads."""
     from medreason_lib.training import TrainingRun
 
     run = TrainingRun.load(check_run(profile, run_dir))

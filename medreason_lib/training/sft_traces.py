@@ -54,7 +54,7 @@ STAGES = ("untrained", "after SFT", "after SFT + GRPO")
 TINY_STEPS = 100
 TINY_LEARNING_RATE = 3e-3
 # Rows longer than max_seq_length are cut there: refuse when more than this share would be,
-# as training_config.filter_long_prompts refuses a mix that loses over max_prompt_drop_share.
+# as training.config.filter_long_prompts refuses a mix that loses over max_prompt_drop_share.
 MAX_CUT_SHARE = 0.2
 
 
@@ -297,7 +297,7 @@ def stage_items(profile: Profile, n: int | None = None) -> Dataset:
     """The items all three stages are evaluated on: ``n`` per benchmark (default: 6 on a
     CPU profile, tiny or smol, to keep the notebook short; ``profile.eval_size`` on a GPU
     profile), seeded with the profile's seed, from its evaluation source
-    (``eval_sets.evaluation_source``)."""
+    (``benchmarks.evaluation_source``)."""
     from medreason_lib.evaluation import evaluation_source, load_benchmarks
 
     n = n or (profile.eval_size if profile.uses_unsloth else 6)

@@ -9,7 +9,7 @@ Every other command runs through ``cli.main`` in this process (``run_cli``, test
 with the environment the subprocesses get, and is checked on the same exit status, stdout and
 stderr. None of them needs a fresh interpreter: the settings they depend on (MEDREASON_RUNS,
 HF_TOKEN, and HF_HUB_OFFLINE where a push or ``eval --model`` checks it) are read from the
-environment when the command runs (runs.py, export_hub.py, prefetch.py), not when a library
+environment when the command runs (runs.py, export/hub.py, prefetch.py), not when a library
 is imported, and the models they load are local folders."""
 
 import json

@@ -1,5 +1,5 @@
 """A profile's side runs (``Profile.side_run``) and its evaluation source
-(``eval_sets.evaluation_source``): the settings that keep the laptop track's notebooks short
+(``benchmarks.evaluation_source``): the settings that keep the laptop track's notebooks short
 and its evaluation on real test items."""
 
 from __future__ import annotations

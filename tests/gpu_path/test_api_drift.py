@@ -1,7 +1,7 @@
 """API drift: every keyword the course passes is a named parameter of the pinned release.
 
 The keywords come from the library's own builders (``models.unsloth_load_kwargs``,
-``training_config.grpo_settings``, ...) called with every profile, tiny and GPU. They are
+``training.config.grpo_settings``, ...) called with every profile, tiny and GPU. They are
 checked against:
 
 - trl / transformers / peft (installed at their pins): ``inspect`` on the real classes;

@@ -230,7 +230,7 @@ def build_training_mix(
 
 def evaluation_sets(profile: Profile) -> dict[str, Dataset]:
     """Every evaluation set the course reports, from the profile's data source, its
-    evaluation source (``eval_sets.evaluation_source``) and the bundled samples (the
+    evaluation source (``benchmarks.evaluation_source``) and the bundled samples (the
     notebooks' items on ``tiny``): name -> rows."""
     sources = dict.fromkeys([profile.data_source, evaluation_source(profile), "bundled"])
     sets = {}
