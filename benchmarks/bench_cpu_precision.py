@@ -9,7 +9,7 @@ in one process:
 2. no gradient checkpointing, float32;
 3. no gradient checkpointing, bf16 autocast (``bf16=True``: the weights stay float32, the
    matrix products run in bf16). Where the CPU has no native bf16 (AVX512-BF16 or AMX) it is
-   emulated and slower: ``training_config.cpu_has_bf16`` says which, and the course's
+   emulated and slower: ``training.config.cpu_has_bf16`` says which, and the course's
    ``machine_flags`` uses bf16 only where it is native.
 
 Each figure is seconds per step after one warm-up step; the ratios are to setting 1, in the
@@ -24,11 +24,11 @@ import sys
 import time
 
 from medreason_lib.models import load_for_training, release
-from medreason_lib.profiles import PROFILES
-from medreason_lib.sft import sft_settings
-from medreason_lib.sft_traces import trace_sft_data
-from medreason_lib.training_config import cpu_has_bf16
-from medreason_lib.trl_compat import install_cpu_logprob_fallback
+from medreason_lib.settings.profiles import PROFILES
+from medreason_lib.training.config import cpu_has_bf16
+from medreason_lib.training.sft import sft_settings
+from medreason_lib.training.sft_traces import trace_sft_data
+from medreason_lib.training.trl_compat import install_cpu_logprob_fallback
 
 SETTINGS = {
     "checkpointing, float32 (TRL's default)": {"gradient_checkpointing": True, "bf16": False},

@@ -27,7 +27,9 @@ import time
 
 import torch
 
-from medreason_lib import evaluation, generation, models, profiles
+from medreason_lib import evaluation, models
+from medreason_lib.evaluation import generation
+from medreason_lib.settings import profiles
 
 N_ITEMS = 32
 REPEATS = 3

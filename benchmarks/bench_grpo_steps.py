@@ -29,9 +29,10 @@ import datasets
 import pandas as pd
 import torch
 
-from medreason_lib import profiles, training
-from medreason_lib.sft import run_warmstart
-from medreason_lib.training_config import training_dataset
+from medreason_lib import training
+from medreason_lib.settings import profiles
+from medreason_lib.training.config import training_dataset
+from medreason_lib.training.sft import run_warmstart
 
 REWARD_SHARE_LIMIT = 0.05
 

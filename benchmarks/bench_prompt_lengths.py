@@ -1,10 +1,10 @@
 """Prompt lengths of the real data under each GPU family's chat template. Prints tables.
 
 The GPU profiles' ``max_prompt_length``, ``max_completion_length`` and ``max_seq_length``
-(``medreason_lib/profiles.py``) are set from this script's figures. For each family (``qwen2``
-= profile ``3b``, ``qwen3`` = ``8b``, ``gpt-oss`` = ``20b``) it renders every row of the real
-data exactly as the trainer does (``training_config.prompt_lengths``: the course's system
-prompt + the task's user turn, through the chat template with the profile's
+(``medreason_lib/settings/profiles.py``) are set from this script's figures. For each family
+(``qwen2`` = profile ``3b``, ``qwen3`` = ``8b``, ``gpt-oss`` = ``20b``) it renders every row of
+the real data exactly as the trainer does (``training.config.prompt_lengths``: the course's
+system prompt + the task's user turn, through the chat template with the profile's
 ``chat_template_kwargs`` and the generation prompt) and prints, per task, the count, mean,
 p50/p90/p95/p99 and maximum prompt tokens, the fixed part of every prompt (chat template +
 system prompt, measured with an empty user turn), and the share of rows that each
@@ -55,8 +55,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medreason_lib import data, paths, profiles, template
-from medreason_lib.training_config import prompt_lengths
+from medreason_lib import data
+from medreason_lib.scoring import template
+from medreason_lib.settings import paths, profiles
+from medreason_lib.training.config import prompt_lengths
 
 FAMILY_PROFILE = {"qwen2": "3b", "qwen3": "8b", "gpt-oss": "20b"}
 OFFICIAL_TEMPLATE = {"qwen2": "qwen2_5.jinja", "qwen3": "qwen3.jinja", "gpt-oss": "gptoss.jinja"}

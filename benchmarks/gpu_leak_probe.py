@@ -56,7 +56,7 @@ def main() -> int:
     gpu_smoke.build_model(
         gpu_smoke.CONFIGS / "qwen2.5-3b.json", folder, spec["family"], device="cuda"
     )
-    from medreason_lib.profiles import PROFILES
+    from medreason_lib.settings.profiles import PROFILES
 
     profile = PROFILES["3b"].replace(model_id=str(folder), use_vllm=False)
     prepare_runtime(profile)

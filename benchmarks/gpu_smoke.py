@@ -5,7 +5,7 @@ For each model (default ``qwen2.5-3b`` then ``qwen3-8b``; ``gpt-oss-20b`` only w
 
 1. **build**: creates a random-init model of the real architecture from
    ``benchmarks/configs/<model>.json`` (real vocabulary size) directly on the GPU in bf16, and
-   saves it with the course's tiny tokenizer of the same chat family (``medreason_lib.tiny``:
+   saves it with the course's tiny tokenizer of the same chat family (``medreason_lib.models.tiny``:
    trained on the bundled data, ids < 3072 < the real vocabulary) into a folder named like
    the hub model (``.../Qwen2.5-3B-Instruct``), so the memory planner (pre-flight's
    ``memory.plan_for_profile``, which keys models by the last part of their name) recognises
@@ -33,7 +33,8 @@ so a timeout keeps what finished) and ``<out>/gpu_smoke.log``.
 
 ``--dry-run``: the same stages on a CPU in well under a minute: the build code on a shrunken
 copy of the Qwen2.5-3B config (real vocabulary), then train/evaluate/export on the tiny
-profile (``medreason_lib.tiny``'s model; no Unsloth). ``tests/test_gpu_smoke.py`` runs it.
+profile (``medreason_lib.models.tiny``'s model; no Unsloth). ``tests/gpu_path/test_gpu_smoke.py``
+runs it.
 ``--check-imports``: only import Unsloth (first), trl, bitsandbytes (its native library) and
 the course modules, and print versions.
 
@@ -174,7 +175,7 @@ def gpu_info() -> dict:
 def check_imports(dry_run: bool) -> dict:
     """Import Unsloth first (GPU), then trl, bitsandbytes and the course's GPU-path modules."""
     from medreason_lib import models
-    from medreason_lib.profiles import PROFILES
+    from medreason_lib.settings.profiles import PROFILES
 
     info: dict = {}
     if dry_run:
@@ -207,7 +208,7 @@ def build_model(config_file: Path, folder: Path, family: str, *, device: str, sh
         GenerationConfig,
     )
 
-    from medreason_lib import tiny
+    from medreason_lib.models import tiny
 
     tokenizer = AutoTokenizer.from_pretrained(tiny.tiny_model_path(family))
     pad_id = tokenizer.convert_tokens_to_ids(tiny.PAD_TOKEN)
@@ -256,7 +257,7 @@ def build_model(config_file: Path, folder: Path, family: str, *, device: str, sh
 
 def smoke_profile(name: str, folder: Path | None, args):
     """The course profile to run: the GPU profile on ``folder``, or the tiny one (dry run)."""
-    from medreason_lib.profiles import PROFILES
+    from medreason_lib.settings.profiles import PROFILES
 
     small = dict(
         max_steps=args.steps,
@@ -332,7 +333,7 @@ def evaluate_stage(profile, run, n_items: int) -> dict:
 
 def sft_stage(profile, work: Path, steps: int) -> dict:
     """Notebook 10's SFT on reasoning traces: the bundled traces, ``steps`` steps, merged."""
-    from medreason_lib import sft_traces
+    from medreason_lib.training import sft_traces
 
     rows, _, _ = sft_traces.trace_sft_data(profile, source="bundled")
     result = sft_traces.run_trace_sft(profile, rows, work / "sft", steps=steps, force=True)
@@ -342,7 +343,8 @@ def sft_stage(profile, work: Path, steps: int) -> dict:
 
 def dpo_stage(profile, run, steps: int) -> dict:
     """Notebook 11's DPO for safety from the GRPO adapter: the bundled pairs, ``steps`` steps."""
-    from medreason_lib import dpo, safety
+    from medreason_lib.data import safety
+    from medreason_lib.training import dpo
 
     pairs = safety.load_pairs()
     dpo_run = dpo.train_dpo(profile, run, pairs, steps=steps)
@@ -352,8 +354,8 @@ def dpo_stage(profile, run, steps: int) -> dict:
 def cpt_stage(profile, work: Path, steps: int) -> dict:
     """Notebook 09's continued pretraining: LoRA plus trained embeddings, held-out perplexity
     before and after (the first parameter of such a model is not on the GPU: issue 21)."""
-    from medreason_lib import pretrain
-    from medreason_lib.pretrain_setup import cpt_settings
+    from medreason_lib.training import pretrain
+    from medreason_lib.training.pretrain_setup import cpt_settings
 
     settings = cpt_settings(profile, steps=steps, n_heldout=4, max_length=256)
     corpus = pretrain.load_corpus(profile, settings)
@@ -539,7 +541,7 @@ class Smoke:
 
     def planner(self, profile, record: dict) -> None:
         """The planner's GRPO figure for the same settings, beside the measured peak."""
-        from medreason_lib import memory
+        from medreason_lib.models import memory
 
         gpu = self.result["gpu"]["memory_gb"]
         plan = memory.plan_for_profile(profile, "grpo", gpu=gpu)

@@ -12,7 +12,7 @@ For each run it prints the format rate and the PubMedQA answer shares of the tra
 completions (``metrics.csv``: ``callbacks.AnswerShares``) over the first and last quarter of
 the steps, the step the collapse alarm went off (if it did), seconds a step, and then what
 matters more: the trained adapter's greedy answers on the profile's PubMedQA test items
-(``eval_sets.profile_benchmarks``: 20 real items where ``shared/reference-data`` is here),
+(``benchmarks.profile_benchmarks``: 20 real items where ``shared/reference-data`` is here),
 their largest answer share and accuracy. One run of each, on a 2-core CPU: a single seed,
 not a distribution.
 
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from medreason_lib import paths
-from medreason_lib.eval_sets import profile_benchmarks
+from medreason_lib.data.benchmarks import profile_benchmarks
 from medreason_lib.evaluation import evaluate_model
-from medreason_lib.profiles import PROFILES
+from medreason_lib.settings import paths
+from medreason_lib.settings.profiles import PROFILES
 from medreason_lib.training import train
 
 SMOL = PROFILES["smol"]

@@ -7,9 +7,10 @@ command functions in another.
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Callable
 
-from .profiles import ENV_VAR, PROFILES
+from medreason_lib.settings.profiles import ENV_VAR, PROFILES
 
 PROG = "python -m medreason_lib"
 
@@ -29,8 +30,8 @@ def _common(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
         "--profile",
         metavar="NAME|FILE",
         help=f"run profile: {', '.join(PROFILES)}, or a profile file (.toml/.json: settings on a "
-        f"built-in base, medreason_lib.profile_files) (default: ${ENV_VAR}, else the profile "
-        "this machine fits; eval/export --run-dir: the profile the run recorded)",
+        f"built-in base, medreason_lib.settings.profile_files) (default: ${ENV_VAR}, else the "
+        "profile this machine fits; eval/export --run-dir: the profile the run recorded)",
     )
     if run_dir:
         parser.add_argument(
@@ -39,42 +40,47 @@ def _common(parser: argparse.ArgumentParser, *, run_dir: bool = True) -> None:
         )
 
 
-def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
-    """The parser of every subcommand; ``handlers`` maps each command to its function."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train, evaluate, export and ask a medical reasoning model (GRPO), "
-        "without Jupyter. Educational use only: not medical advice.",
-        epilog=f"`{PROG} <command> --help` describes each command. The notebooks call the "
-        "same library functions.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+# Every subcommand, in --help's order: name -> (help, description, run_dir, add_options),
+# registered by ``command`` on the function that adds the subcommand's own options.
+COMMANDS: dict[str, tuple[str, str, bool, Callable]] = {}
 
-    p = sub.add_parser(
-        "plan",
-        help="GPU memory plan of a profile (will it fit?)",
-        description="Print medreason_lib.memory.plan(profile, method, gpu): peak GPU memory "
-        "of training, by part, and what to lower first.",
-    )
-    _common(p, run_dir=False)
+
+def command(name: str, *, run_dir: bool = True) -> Callable:
+    """Register the function below as subcommand ``name``: its docstring's first paragraph is
+    the one-line help, the rest the description ``<command> --help`` prints."""
+
+    def register(add_options: Callable) -> Callable:
+        help_text, _, description = inspect.cleandoc(add_options.__doc__ or "").partition("\n\n")
+        COMMANDS[name] = (" ".join(help_text.split()), description, run_dir, add_options)
+        return add_options
+
+    return register
+
+
+@command("plan", run_dir=False)
+def _plan(p: argparse.ArgumentParser) -> None:
+    """GPU memory plan of a profile (will it fit?)
+
+    Print medreason_lib.models.memory.plan(profile, method, gpu): peak GPU memory of training,
+    by part, and what to lower first.
+    """
     p.add_argument(
         "--gpu", help="a GPU name (T4, L4, A10G, A100-40GB, A100-80GB, H100, H200) or GB"
     )
     p.add_argument("--method", default="grpo", choices=["grpo", "qlora", "lora16"])
-    p.set_defaults(handler=handlers["plan"])
 
-    p = sub.add_parser(
-        "train",
-        help="GRPO training (training.train), as notebook 04",
-        description="Run training.train(profile): the SFT warm start where the profile has one, "
-        "then GRPO; writes checkpoints, metrics.csv, the adapter and run.json to the run "
-        "folder. A run folder that already holds a run is not overwritten: without --resume "
-        "the earlier run is moved into <run folder>/previous-<time>/ (a run folder of its own: "
-        "eval --run-dir reads it; delete it when done). One train at a time per folder: a "
-        "second is refused, naming the first (train.lock). Also runs as `accelerate launch -m "
-        "medreason_lib train ...`.",
-    )
-    _common(p)
+
+@command("train")
+def _train(p: argparse.ArgumentParser) -> None:
+    """GRPO training (training.train), as notebook 04
+
+    Run training.train(profile): the SFT warm start where the profile has one, then GRPO;
+    writes checkpoints, metrics.csv, the adapter and run.json to the run folder. A run folder
+    that already holds a run is not overwritten: without --resume the earlier run is moved into
+    <run folder>/previous-<time>/ (a run folder of its own: eval --run-dir reads it; delete it
+    when done). One train at a time per folder: a second is refused, naming the first
+    (train.lock). Also runs as `accelerate launch -m medreason_lib train ...`.
+    """
     p.add_argument("--steps", type=int, help="GRPO steps in all (default: the profile's max_steps)")
     p.add_argument(
         "--model",
@@ -128,18 +134,18 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
         "second GPU) instead of a vLLM engine inside the training process (a 16-bit base only: "
         "the GPU profiles load 4-bit and are refused; not tested by the course)",
     )
-    p.set_defaults(handler=handlers["train"])
 
-    p = sub.add_parser(
-        "eval",
-        help="evaluate the trained adapter, the baseline or any model (evaluation.evaluate_model)",
-        description="Evaluate on the profile's benchmarks with the course's settings (greedy, "
-        "the template system prompt, the one answer extractor) and save "
-        "runs/<profile>/eval/<name>.json. Default: the run's adapter on its base model "
-        "(run.json); --baseline: the profile's untrained model; --model: a published model "
-        "(hub id) or a local model folder, as it is, loaded the way the profile loads its own.",
-    )
-    _common(p)
+
+@command("eval")
+def _eval(p: argparse.ArgumentParser) -> None:
+    """evaluate the trained adapter, the baseline or any model (evaluation.evaluate_model)
+
+    Evaluate on the profile's benchmarks with the course's settings (greedy, the template
+    system prompt, the one answer extractor) and save runs/<profile>/eval/<name>.json. Default:
+    the run's adapter on its base model (run.json); --baseline: the profile's untrained model;
+    --model: a published model (hub id) or a local model folder, as it is, loaded the way the
+    profile loads its own.
+    """
     p.add_argument(
         "--model",
         help="a hub id (hooman650/MedQwen3B-Reasoner) or a saved model folder to evaluate "
@@ -189,18 +195,17 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
     )
     p.add_argument("--temperature", type=float, help="--samples only: > 0 (default: the profile's)")
     p.add_argument("--top-p", type=float, help="--samples only: in (0, 1] (default: the profile's)")
-    p.set_defaults(handler=handlers["eval"])
 
-    p = sub.add_parser(
-        "export",
-        help="save, merge, verify, GGUF, Ollama/vLLM files, push (medreason_lib.export)",
-        description="Save the run's adapter to <run>/export/adapter and verify it trained. "
-        "--merge: merge it into the base weights (export/merged) and write the vLLM serve "
-        "files; --gguf: a GGUF file (GPU profiles); --modelfile: an Ollama Modelfile; --push: "
-        "upload to the Hugging Face Hub (token from HF_TOKEN, never printed). Exit status 1 "
-        "when the adapter does not verify.",
-    )
-    _common(p)
+
+@command("export")
+def _export(p: argparse.ArgumentParser) -> None:
+    """save, merge, verify, GGUF, Ollama/vLLM files, push (medreason_lib.export)
+
+    Save the run's adapter to <run>/export/adapter and verify it trained. --merge: merge it
+    into the base weights (export/merged) and write the vLLM serve files; --gguf: a GGUF file
+    (GPU profiles); --modelfile: an Ollama Modelfile; --push: upload to the Hugging Face Hub
+    (token from HF_TOKEN, never printed). Exit status 1 when the adapter does not verify.
+    """
     p.add_argument("--merge", action="store_true", help="merge the adapter into the base weights")
     p.add_argument(
         "--gguf",
@@ -211,16 +216,16 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--push", metavar="REPO", help="push to the Hub repository user/name")
     p.add_argument("--modelfile", action="store_true", help="write an Ollama Modelfile (merges)")
     p.add_argument("--no-verify", action="store_true", help="skip the adapter checks")
-    p.set_defaults(handler=handlers["export"])
 
-    p = sub.add_parser(
-        "ask",
-        help="ask the trained model one question (educational use only)",
-        description="Ask one question in a training format and print the parsed reasoning and "
-        "answer. --context ABSTRACT: a yes/no/maybe question; --options A B C D: multiple "
-        "choice; --task gsm8k: arithmetic. Not medical advice.",
-    )
-    _common(p)
+
+@command("ask")
+def _ask(p: argparse.ArgumentParser) -> None:
+    """ask the trained model one question (educational use only)
+
+    Ask one question in a training format and print the parsed reasoning and answer. --context
+    ABSTRACT: a yes/no/maybe question; --options A B C D: multiple choice; --task gsm8k:
+    arithmetic. Not medical advice.
+    """
     p.add_argument("question", help="the question (quote it)")
     p.add_argument("--context", help="the abstract a yes/no/maybe question is about")
     p.add_argument("--options", nargs=4, metavar=("A", "B", "C", "D"), help="four options")
@@ -228,33 +233,50 @@ def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
     p.add_argument("--model", help="a merged model folder to ask instead of the run's adapter")
     p.add_argument("--max-new-tokens", type=int, help="default: the profile's completion length")
     p.add_argument("--show-completion", action="store_true", help="also print the raw completion")
-    p.set_defaults(handler=handlers["ask"])
 
-    p = sub.add_parser(
-        "doctor",
-        help="is this runtime ready? GPU, driver, pins, disk, token, hub, profile fit",
-        description="One line per fact (GPU, driver, CUDA, bf16, package pins, disk, HF_TOKEN "
-        "never shown, the hub, the profile and its memory plan); exit status 1 with one line "
-        "per problem and its fix. Never initialises CUDA (medreason_lib.doctor).",
-    )
-    _common(p, run_dir=False)
+
+@command("doctor", run_dir=False)
+def _doctor(p: argparse.ArgumentParser) -> None:
+    """is this runtime ready? GPU, driver, pins, disk, token, hub, profile fit
+
+    One line per fact (GPU, driver, CUDA, bf16, package pins, disk, HF_TOKEN never shown, the
+    hub, the profile and its memory plan); exit status 1 with one line per problem and its fix.
+    Never initialises CUDA (medreason_lib.runtime.doctor).
+    """
     p.add_argument("--no-hub", action="store_true", help="do not contact the hub")
-    p.set_defaults(handler=handlers["doctor"])
 
-    p = sub.add_parser(
-        "prefetch",
-        help="download a profile's model and datasets once, for offline runs",
-        description="Download the profile's models and datasets into the cache or --to FOLDER "
-        "with their sizes; then every loader reads them with HF_HOME=FOLDER HF_HUB_OFFLINE=1 "
-        "HF_DATASETS_OFFLINE=1 (medreason_lib.prefetch).",
-    )
-    _common(p, run_dir=False)
+
+@command("prefetch", run_dir=False)
+def _prefetch(p: argparse.ArgumentParser) -> None:
+    """download a profile's model and datasets once, for offline runs
+
+    Download the profile's models and datasets into the cache or --to FOLDER with their sizes;
+    then every loader reads them with HF_HOME=FOLDER HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    (medreason_lib.runtime.prefetch).
+    """
     p.add_argument("--to", metavar="FOLDER", help="a folder to use as HF_HOME (default: the cache)")
     p.add_argument("--dry-run", action="store_true", help="list what it would fetch; no request")
     p.add_argument("--model", action="append", metavar="ID", help="also this model (repeatable)")
     p.add_argument("--reference", action="store_true", help="also the published reference model")
     p.add_argument("--check", action="store_true", help="read it all back with the hub off")
-    p.set_defaults(handler=handlers["prefetch"])
+
+
+def build_parser(handlers: dict[str, Callable]) -> argparse.ArgumentParser:
+    """The parser of every subcommand; ``handlers`` maps each command to its function."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train, evaluate, export and ask a medical reasoning model (GRPO), "
+        "without Jupyter. Educational use only: not medical advice.",
+        epilog=f"`{PROG} <command> --help` describes each command. The notebooks call the "
+        "same library functions.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    for name, (help_text, description, run_dir, add_options) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=description)
+        _common(p, run_dir=run_dir)
+        add_options(p)
+        p.set_defaults(handler=handlers[name])
     return parser
 
 

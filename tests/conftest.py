@@ -31,6 +31,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# every test draws off-screen (a figure a test makes is checked, never shown)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
 # GRPO steps of the shared run: enough for the course reward to rise measurably over a
 # 6-step window (test_training), and for the adapter to change the greedy completion of
 # export's fixed prompt (test_export; after 2 steps only the logits differ). Not more: at the
@@ -48,7 +51,7 @@ RUN_STEPS = 12
 # (4 prompts of 4 completions), which halves a step's cost on a CPU (about 0.85 s instead
 # of 1.6 s). Their checks hold with margin at this batch: the shared run's course reward went
 # from 0.91 (first 6 steps) to 1.68 (last 6), the reversed-reward control's from 0.36 to
-# 0.01 (measured 2026-11-27). The tiny profile itself keeps 32 (medreason_lib/profiles.py):
+# 0.01 (measured 2026-11-27). The tiny profile itself keeps 32 (medreason_lib/settings/profiles.py):
 # the notebooks' 30-step run needs it for readable greedy answers.
 TEST_BATCH = 16
 
@@ -157,8 +160,8 @@ def seed_tiny_model(cache: Path) -> Path:
     machine in the user's cache) into the cache folder ``cache``: a test that starts from an
     empty cache so that its warm start really trains need not rebuild them (about 6 s on a
     CPU; ``test_tiny`` checks the build). Call it before pointing ``MEDREASON_CACHE`` there."""
-    from medreason_lib.profiles import PROFILES
-    from medreason_lib.tiny import resolve_model_id
+    from medreason_lib.models.tiny import resolve_model_id
+    from medreason_lib.settings.profiles import PROFILES
 
     profile = PROFILES["tiny"]
     built = Path(resolve_model_id(profile.model_id, seed=profile.seed))
@@ -170,9 +173,9 @@ def seed_tiny_model(cache: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_warm_start(tmp_path_factory) -> Path:
     """The tiny profile's SFT warm start, built once per session on ``train``'s own rows."""
-    from medreason_lib.profiles import PROFILES
-    from medreason_lib.sft import run_warmstart
-    from medreason_lib.training_mix import prepare_training_data
+    from medreason_lib.data.training_mix import prepare_training_data
+    from medreason_lib.settings.profiles import PROFILES
+    from medreason_lib.training.sft import run_warmstart
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -214,7 +217,7 @@ def tiny_run(tiny_warm_start, tmp_path_factory):
     folder (one module, so one process)."""
     from filelock import FileLock
 
-    from medreason_lib.profiles import PROFILES
+    from medreason_lib.settings.profiles import PROFILES
     from medreason_lib.training import TrainingRun, train
 
     root = shared_dir(tmp_path_factory)
@@ -319,6 +322,6 @@ def each_test_is_a_new_run():
     """``progress.say_once`` prints a library report once per run (a notebook's kernel); in
     the test process each test is a run of its own, so what one test printed does not hide
     what the next one checks."""
-    from medreason_lib import progress
+    from medreason_lib.settings import progress
 
     progress._SAID.clear()

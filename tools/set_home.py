@@ -1,13 +1,12 @@
 """Point the course at its home: ``python -m tools.set_home URL [--published]``.
 
-Rewrites the one setting (``medreason_lib/home.py``: ``COURSE_HOME``, ``PUBLISHED``) and every
-copy of it that cannot read the setting: the README's Colab links, every notebook's setup
-cell (its clone command), and any other mention of the old home in README.md and docs/. While
-the home is not published, the README (above its Colab links) and each setup cell carry a
-note that says so; ``--published`` removes the notes, and leaving it out puts them back.
-Run it with the current URL to restore notes or links edited by hand. tests/test_home.py
-checks that the files agree with the setting.
-"""
+Rewrites the one setting (``medreason_lib/settings/home.py``: ``COURSE_HOME``, ``PUBLISHED``)
+and every copy of it that cannot read the setting: the README's Colab links, every notebook's
+setup cell (its clone command), and any other mention of the old home in README.md and docs/.
+While the home is not published, the README (above its Colab links) and each setup cell carry a
+note that says so; ``--published`` removes the notes, and leaving it out puts them back. Run it
+with the current URL to restore notes or links edited by hand. tests/settings/test_home.py
+checks that the files agree with the setting."""
 
 from __future__ import annotations
 
@@ -20,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from medreason_lib import home  # noqa: E402  (the helpers; the values are read from files)
+from medreason_lib.settings import home  # noqa: E402  (the helpers; the values are read from files)
 
-SETTING = Path("medreason_lib/home.py")
+SETTING = Path("medreason_lib/settings/home.py")
 OPEN_IN_COLAB = "## Open in Colab\n\n"
 
 

@@ -3,7 +3,7 @@
 #
 #   tools/slowest_tests.sh [N] [pytest arguments...]
 #   tools/slowest_tests.sh                          # the unit tests, 25 slowest
-#   tools/slowest_tests.sh 10 tests/test_export.py  # one file, 10 slowest
+#   tools/slowest_tests.sh 10 tests/export/test_export.py  # one file, 10 slowest
 #   tools/slowest_tests.sh 40 tests --nbmake notebooks   # what `make test` runs
 #
 # Runs pytest on the tiny profile, offline, as `make test` does, and prints pytest's

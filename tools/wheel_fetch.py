@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     vllm.add_argument("dest_dir", nargs="?", default=str(WHEELS_DIR))
     args = parser.parse_args(argv)
     dest = Path(args.dest_dir) / f"vllm-{args.version}"
-    # its METADATA too: tests/test_gpu_dependencies.py checks the pins against its requirements
+    # its METADATA too: tests/runtime/test_gpu_dependencies.py checks the pins against its
+    # requirements
     metadata = f"vllm-{args.version}.dist-info/METADATA"
     fetch_wheel_members("vllm", args.version, (*VLLM_MEMBERS, metadata), dest)
     return 0

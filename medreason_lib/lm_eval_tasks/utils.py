@@ -1,10 +1,11 @@
 """Prompts, choices and data of the course's lm-evaluation-harness tasks (the YAML files here).
 
 lm-eval imports this file by path (``!function utils.<name>`` in the YAML). The documents come
-from the course's own readers (``medreason_lib.eval_sets.load_benchmark``, which reads the
+from the course's own readers (``medreason_lib.data.benchmarks.load_benchmark``, which reads the
 upstream raw files through ``raw_formats``), so there is one reader per format: lm-eval never
 downloads anything. Where they come from is the task metadata that
-``medreason_lib.loglik.task_manager`` passes: ``source`` (``"bundled"``, ``"hub"`` or a folder
+``medreason_lib.evaluation.loglik.task_manager`` passes: ``source`` (``"bundled"``, ``"hub"`` or a
+folder
 of upstream raw files), ``n`` (a seeded subsample, or None for the whole evaluation set) and
 ``seed``.
 
@@ -21,12 +22,12 @@ LETTERS = ["A", "B", "C", "D"]
 
 def _load(name: str, source=None, n=None, seed=0, **_metadata) -> dict:
     """``{"test": Dataset}`` of one course benchmark (lm-eval's ``custom_dataset`` hook)."""
-    from medreason_lib import eval_sets
+    from medreason_lib.data import benchmarks as eval_sets
 
     if source is None:
         raise ValueError(
             f"lm-eval task for {name}: no 'source' in the task metadata; build the tasks with "
-            "medreason_lib.loglik.task_manager(source=...)"
+            "medreason_lib.evaluation.loglik.task_manager(source=...)"
         )
     n = None if n in (None, "", "None") else int(n)
     return {"test": eval_sets.load_benchmark(name, n=n, seed=int(seed), source=source)}

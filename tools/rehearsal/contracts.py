@@ -2,7 +2,7 @@
 
 Every rule a stand-in applies (``standins/``) names one of these. ``CONTRACTS`` cites, for
 each, the distribution, the file in its pinned wheel and a line of that file that states the
-rule. ``tests/test_rehearsal_contracts.py`` opens the pinned wheels (``make wheels``; the
+rule. ``tests/gpu_path/test_rehearsal.py`` opens the pinned wheels (``make wheels``; the
 versions come from ``requirements-gpu.txt``) and fails when a cited line is gone: the stand-in
 would then enforce a rule the real library no longer has, or miss a new one. Read the cited
 file around the line to see the whole rule.

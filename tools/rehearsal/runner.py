@@ -95,7 +95,7 @@ def _write_script(path: Path, text: str) -> None:
 
 def _pins() -> dict[str, str]:
     sys.path.insert(0, str(ROOT))
-    from medreason_lib.install import read_pins
+    from medreason_lib.runtime.install import read_pins
 
     pins = {}
     for name in ("requirements.txt", "requirements-gpu.txt"):
@@ -106,11 +106,12 @@ def _pins() -> dict[str, str]:
 
 def warm_tiny(family: str) -> Path:
     """The tiny model of ``family`` after the course's SFT warm start (the one its CPU
-    stand-in profile trains, cached by ``medreason_lib.sft``): a model that writes the
+    stand-in profile trains, cached by ``medreason_lib.training.sft``): a model that writes the
     template, so GRPO on a GPU runtime gets rewards that differ and trains its adapter, as a
     real instruct model would. A random tiny model scores 0 everywhere and learns nothing."""
-    from medreason_lib import sft, training_config
-    from medreason_lib.profiles import CPU_STAND_IN, PROFILES
+    from medreason_lib.settings.profiles import CPU_STAND_IN, PROFILES
+    from medreason_lib.training import config as training_config
+    from medreason_lib.training import sft
 
     stand_in = next(PROFILES[n] for n in CPU_STAND_IN.values() if PROFILES[n].family == family)
     out = Path(tempfile.mkdtemp(prefix=f"warm-{family}-"))
@@ -124,8 +125,8 @@ def stand_in_hub(hub: Path) -> Path:
     the course counts with) and of the Unsloth stand-in then load, offline, as they would
     the real model from the hub."""
     sys.path.insert(0, str(ROOT))
-    from medreason_lib.prefetch import REFERENCE_MODELS, UNSLOTH_4BIT
-    from medreason_lib.profiles import PROFILES
+    from medreason_lib.runtime.prefetch import REFERENCE_MODELS, UNSLOTH_4BIT
+    from medreason_lib.settings.profiles import PROFILES
 
     warm: dict[str, Path] = {}
     for profile in PROFILES.values():

@@ -12,7 +12,7 @@ import _medreason_rehearsal as sim
 import torch
 
 FAMILY_FILE = "rehearsal_family.txt"
-GB = 2**30  # the memory planner's unit (medreason_lib.memory.GB)
+GB = 2**30  # the memory planner's unit (medreason_lib.models.memory.GB)
 # family -> the course profile whose model the tiny one stands in for (its memory plan)
 PROFILE_OF_FAMILY = {"qwen2": "3b", "qwen3": "8b", "gpt-oss": "20b"}
 
@@ -38,7 +38,7 @@ def _family(folder: Path) -> str:
 
 def _plan(family: str, method: str, **settings):
     """The memory planner's plan for the real model the tiny one stands in for."""
-    from medreason_lib.memory import plan
+    from medreason_lib.models.memory import plan
 
     gpu = sim.FACTS["gpu"]
     bf16 = tuple(gpu["capability"]) >= (8, 0)

@@ -1,0 +1,1 @@
+"""The machine a learner runs on: install, doctor, prefetch, time estimates."""

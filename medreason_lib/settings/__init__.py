@@ -1,0 +1,1 @@
+"""Run profiles as data, where files go, progress bars, the user-error type."""
