@@ -318,6 +318,19 @@ def runs_outside_the_repository(monkeypatch, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
+def the_profile_variable_is_restored():
+    """``--profile`` writes ``MEDREASON_PROFILE`` into the process's environment (a command's
+    process ends with it); a test that calls ``cli.main`` in this process must not hand its
+    profile, or a broken profile file, to the next test of the same worker."""
+    before = os.environ.get("MEDREASON_PROFILE")
+    yield
+    if before is None:
+        os.environ.pop("MEDREASON_PROFILE", None)
+    else:
+        os.environ["MEDREASON_PROFILE"] = before
+
+
+@pytest.fixture(autouse=True)
 def each_test_is_a_new_run():
     """``progress.say_once`` prints a library report once per run (a notebook's kernel); in
     the test process each test is a run of its own, so what one test printed does not hide
