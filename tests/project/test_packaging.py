@@ -5,6 +5,7 @@ ignored", and left out by a later setuptools)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,18 +15,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_ships_every_module_and_data_file(tmp_path):
+    """Built from a copy of the tracked files, as a fresh clone holds them (the checkout's own
+    ``build/`` and untracked files play no part, and nothing is written into it)."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    source = tmp_path / "source"
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path / "wheel"), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "is absent from the `packages` configuration" not in done.stderr, done.stderr[:400]
-    (wheel,) = tmp_path.glob("*.whl")
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    tracked = subprocess.run(
-        ["git", "ls-files", "medreason_lib"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.split()
-    assert tracked, "git lists no file under medreason_lib/"
-    missing = [f for f in tracked if f not in shipped]
+    package = [f for f in tracked if f.startswith("medreason_lib/")]
+    assert package, "git lists no file under medreason_lib/"
+    missing = [f for f in package if f not in shipped]
     assert not missing, f"pyproject.toml's packages leave out: {missing}"
