@@ -386,7 +386,8 @@ def _notebook_imports(path: Path):
     """``(cell, module, names)`` of every ``from medreason_lib... import`` and ``import
     medreason_lib...`` in a notebook's code cells (shell and magic lines left out)."""
     for number, source in _code_cells(path):
-        code = "\n".join(line for line in source.splitlines() if line.lstrip()[:1] not in "!%")
+        lines = source.splitlines()
+        code = "\n".join(line for line in lines if not line.lstrip().startswith(("!", "%")))
         for node in ast.walk(ast.parse(code)):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("medreason_lib"):
                 yield number, node.module, [a.name for a in node.names]
